@@ -1,0 +1,3 @@
+"""stoker Callbacks: one per file."""
+
+__all__: list[str] = []

@@ -1,0 +1,206 @@
+"""Indexing an image-folder tree and finding the files that will not decode.
+
+Framework-free: the image-folder DataModule, the DALI DataModule and ``stoker scan`` all build
+their file lists here, so a file quarantined for one is quarantined for all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stoker.image_ops import ImageDecodeError, is_image_file, read_image
+
+SPLIT_DIRS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "val": ("val", "valid", "validation"),
+    "test": ("test",),
+}
+
+
+@dataclass
+class FolderIndex:
+    """What an image-folder tree holds.
+
+    Attributes:
+        root: The dataset root.
+        class_names: Sorted class folder names; the index of a name is its label.
+        files: Per split (``train``/``val``/``test``, or ``all`` for a single-folder layout), the
+            ``(path relative to root, label)`` pairs, sorted by path.
+        empty_classes: Class folders that hold no image file, as ``split/class``.
+        ignored: Files under class folders without an image extension.
+    """
+
+    root: Path
+    class_names: list[str]
+    files: dict[str, list[tuple[str, int]]]
+    empty_classes: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def presplit(self) -> bool:
+        """Whether the tree has its own ``train``/``val`` folders."""
+        return "all" not in self.files
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for split, names in SPLIT_DIRS.items():
+        for name in names:
+            if (root / name).is_dir():
+                found[split] = root / name
+                break
+    return found
+
+
+def class_names_of(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted class names of a tree (cheap: lists folders only, reads no image)."""
+    root_path = _existing_root(root)
+    splits = _split_dirs(root_path)
+    if "train" in splits:
+        return sorted({name for folder in splits.values() for name in _class_dirs(folder)})
+    return _class_dirs(root_path)
+
+
+def _existing_root(root: str | os.PathLike[str]) -> Path:
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"image folder root {str(path)!r} does not exist or is not a directory; expected "
+            "root/<class>/<image> or root/train/<class>/<image> with root/val/<class>/<image>"
+        )
+    return path
+
+
+def index_folder(root: str | os.PathLike[str], class_names: list[str] | None = None) -> FolderIndex:
+    """List an image-folder tree: ``root/train|val|test/<class>/…`` or ``root/<class>/…``.
+
+    Files are sorted by relative path so the result does not depend on the file system's
+    listing order; labels follow the sorted class names (or ``class_names`` when given).
+
+    Raises:
+        FileNotFoundError: The root does not exist.
+        ValueError: The root holds no class folder or no image, or a folder is not in ``class_names``.
+    """
+    root_path = _existing_root(root)
+    splits = _split_dirs(root_path)
+    if "train" not in splits:
+        splits = {"all": root_path}
+    names = list(class_names) if class_names is not None else class_names_of(root_path)
+    if not names:
+        raise ValueError(f"no class folders under {str(root_path)!r}; expected root/<class>/<image files>")
+    label_of = {name: label for label, name in enumerate(names)}
+    index = FolderIndex(root=root_path, class_names=names, files={})
+    for split, folder in splits.items():
+        pairs: list[tuple[str, int]] = []
+        for name in _class_dirs(folder):
+            if name not in label_of:
+                raise ValueError(f"class folder {str(folder / name)!r} is not in class_names {names}")
+            count = 0
+            for dirpath, _, filenames in os.walk(folder / name):
+                for filename in filenames:
+                    relative = os.path.relpath(os.path.join(dirpath, filename), root_path)
+                    if is_image_file(filename):
+                        pairs.append((relative, label_of[name]))
+                        count += 1
+                    elif not filename.startswith("."):
+                        index.ignored.append(relative)
+            if count == 0:
+                index.empty_classes.append(os.path.relpath(folder / name, root_path))
+        index.files[split] = sorted(pairs)
+    if not any(index.files.values()):
+        raise ValueError(f"no image files under {str(root_path)!r} (extensions looked for: jpg, jpeg, png, ...)")
+    if index.empty_classes:
+        warnings.warn(f"class folders with no images under {str(root_path)!r}: {index.empty_classes}", stacklevel=2)
+    return index
+
+
+def _check_one(path: Path) -> str | None:
+    try:
+        read_image(path)
+    except ImageDecodeError as err:
+        return err.reason
+    return None
+
+
+def scan_cache_path(root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the decode-check results of a root are cached (one JSON file per root)."""
+    base = Path(cache_dir) if cache_dir else Path(os.environ.get("STOKER_CACHE", "~/.cache/stoker")).expanduser()
+    digest = hashlib.sha1(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:16]
+    return base / "scan" / f"{digest}.json"
+
+
+def find_bad_images(
+    root: str | os.PathLike[str],
+    relpaths: Iterable[str],
+    *,
+    num_workers: int = 4,
+    cache_path: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, str]:
+    """Decode every file in parallel; return ``{relative path: reason}`` for those that fail.
+
+    A full decode is the only check that finds a JPEG truncated after its header or corrupt in
+    its entropy data. Results are cached per file by size and modification time, so a second
+    ``setup`` (another rank, another run) only decodes files that changed.
+    """
+    root_path = Path(root)
+    relpaths = list(relpaths)
+    cache: dict[str, list] = {}
+    if cache_path is not None and cache_path.is_file():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            cache = {}
+    bad: dict[str, str] = {}
+    todo: list[tuple[str, list[int]]] = []
+    for rel in relpaths:
+        try:
+            st = os.stat(root_path / rel)
+            signature = [st.st_size, st.st_mtime_ns]
+        except OSError as err:
+            bad[rel] = f"unreadable file ({err.strerror})"
+            continue
+        cached = cache.get(rel)
+        if cached is not None and cached[:2] == signature:
+            if cached[2] is not None:
+                bad[rel] = cached[2]
+        else:
+            todo.append((rel, signature))
+    # Decoding happens in torchvision's C++ ops and PIL's C code, which release the GIL, so
+    # threads scale across cores without the start-up and pickling cost of processes.
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        for done, ((rel, signature), reason) in enumerate(
+            zip(todo, pool.map(_check_one, (root_path / rel for rel, _ in todo), chunksize=16)), start=1
+        ):
+            cache[rel] = [*signature, reason]
+            if reason is not None:
+                bad[rel] = reason
+            if progress is not None:
+                progress(done, len(todo))
+    if cache_path is not None and todo:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_path)  # atomic, so ranks reading it never see half a file
+    return dict(sorted(bad.items()))
+
+
+def read_path_list(path: str | os.PathLike[str]) -> set[str]:
+    """Read a quarantine list: one path per line (JSON from ``stoker scan`` is accepted too)."""
+    text = Path(path).read_text()
+    if text.lstrip().startswith(("{", "[")):
+        data = json.loads(text)
+        items = data.get("quarantine", data.get("corrupt", [])) if isinstance(data, dict) else data
+        return {item["path"] if isinstance(item, dict) else str(item) for item in items}
+    return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}

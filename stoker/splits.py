@@ -1,0 +1,81 @@
+"""Deterministic, stratified train/val/test splits that do not depend on listing order.
+
+Every sample is placed by a hash of ``(seed, class, key)`` where ``key`` is a stable identity of
+the sample (a path relative to the dataset root, a row id). The hash is mapped to ``[0, 1)`` and
+compared with the split fractions, separately inside each class, so:
+
+* the split never depends on the order in which files are listed or rows are read;
+* adding or removing one sample never moves any other sample (a fixed test set stays fixed as
+  a dataset grows);
+* every class is split in the requested proportions (in expectation; the per-class counts are
+  reported so a very small class that got no validation sample is visible).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def unit_hash(seed: int, *parts: object) -> float:
+    """A uniform number in ``[0, 1)`` from a cryptographic hash of ``seed`` and ``parts``."""
+    digest = hashlib.blake2b(repr((seed, *parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def validate_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise ``ValueError`` unless both fractions are in ``[0, 1)`` and leave room for training."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1 so that something is left for training, "
+            f"got {val_fraction} + {test_fraction}"
+        )
+
+
+def assign_split(key: str, label: Hashable, *, val_fraction: float, test_fraction: float, seed: int) -> str:
+    """The split (``"train"``, ``"val"`` or ``"test"``) of one sample."""
+    u = unit_hash(seed, str(label), key)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def stratified_split(
+    keys: Sequence[str],
+    labels: Sequence[Hashable],
+    *,
+    val_fraction: float,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> dict[str, list[int]]:
+    """Split samples into train/val/test, returning sorted positions into ``keys`` per split.
+
+    Args:
+        keys: A stable identity per sample (relative path, row id); duplicates are an error.
+        labels: The class of each sample.
+        val_fraction: Fraction of each class for validation.
+        test_fraction: Fraction of each class for testing.
+        seed: Different seeds give independent splits.
+
+    Raises:
+        ValueError: Fractions out of range, length mismatch or duplicate keys.
+    """
+    validate_fractions(val_fraction, test_fraction)
+    if len(keys) != len(labels):
+        raise ValueError(f"got {len(keys)} keys but {len(labels)} labels")
+    repeated = [key for key, count in Counter(keys).items() if count > 1]
+    if repeated:
+        raise ValueError(f"sample keys must be unique; repeated: {repeated[:5]}")
+    out: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for position, (key, label) in enumerate(zip(keys, labels)):
+        split = assign_split(key, label, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        out[split].append(position)
+    return out
