@@ -1,0 +1,1 @@
+"""Data subcommands of the ``stoker`` command (``scan``, ``split``, ``report``)."""
