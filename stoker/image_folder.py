@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stoker.image_ops import ImageDecodeError, is_image_file, read_image
+from stoker.image_ops import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, read_image
 
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -119,7 +119,11 @@ def index_folder(root: str | os.PathLike[str], class_names: list[str] | None = N
                 index.empty_classes.append(os.path.relpath(folder / name, root_path))
         index.files[split] = sorted(pairs)
     if not any(index.files.values()):
-        raise ValueError(f"no image files under {str(root_path)!r} (extensions looked for: jpg, jpeg, png, ...)")
+        others = f"; other files found, e.g. {index.ignored[:3]}" if index.ignored else ""
+        raise ValueError(
+            f"no image files under {str(root_path)!r} (extensions looked for: "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))}){others}"
+        )
     if index.empty_classes:
         warnings.warn(f"class folders with no images under {str(root_path)!r}: {index.empty_classes}", stacklevel=2)
     return index

@@ -58,12 +58,24 @@ def decode_image_bytes(data: bytes, path: str | os.PathLike[str] = "<bytes>") ->
         except RuntimeError as err:
             # libjpeg/libpng refuse truncated data; PIL below would refuse it too, but with a
             # vaguer reason, so keep theirs unless PIL really can read the file.
-            native_reason = str(err).splitlines()[0]
-            return _decode_with_pil(data, path, native_reason)
+            return _decode_with_pil(data, path, _explain_native_failure(data, err))
         if image.dtype == torch.uint16:
             image = image.to(torch.int32).div_(257, rounding_mode="floor").to(torch.uint8)
         return image
     return _decode_with_pil(data, path, None)
+
+
+def _explain_native_failure(data: bytes, err: Exception) -> str:
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if data.startswith(b"\xff\xd8\xff"):
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return "truncated JPEG (no end-of-image marker)"
+        return f"corrupt JPEG ({detail})"
+    if data.startswith(b"\x89PNG"):
+        if b"IEND" not in data[-16:]:
+            return "truncated PNG (no IEND chunk)"
+        return f"corrupt PNG ({detail})"
+    return f"undecodable image ({detail})"
 
 
 def _decode_with_pil(data: bytes, path: str | os.PathLike[str], native_reason: str | None) -> torch.Tensor:

@@ -1,0 +1,37 @@
+"""ImageClassifier: timm backbone, integer and soft targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stoker.models import ImageClassifier
+from stoker.models.image import soft_target_loss, top1_accuracy
+
+
+def test_loss_accepts_integer_labels_and_soft_targets() -> None:
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([0, 2, 1, 2])
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    torch.testing.assert_close(soft_target_loss(logits, labels), soft_target_loss(logits, one_hot))
+    assert top1_accuracy(logits, labels) == top1_accuracy(logits, one_hot)
+    with pytest.raises(ValueError, match=r"soft targets of shape \(4, 2\) do not match logits \(4, 3\)"):
+        soft_target_loss(logits, torch.rand(4, 2))
+
+
+def test_training_step_runs_on_a_dict_batch_with_soft_targets() -> None:
+    model = ImageClassifier("resnet10t", num_classes=5, channels_last=True)
+    batch = {"image": torch.randn(2, 3, 32, 32), "label": torch.softmax(torch.randn(2, 5), dim=1)}
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW)
+
+
+def test_uint8_images_and_unknown_models_are_explained() -> None:
+    model = ImageClassifier("resnet10t", num_classes=2)
+    with pytest.raises(TypeError, match="train got uint8 images: normalize them first"):
+        model.training_step({"image": torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "label": torch.tensor([0])}, 0)
+    with pytest.raises(ValueError, match="timm does not know a model named 'resnet_nope'"):
+        ImageClassifier("resnet_nope", num_classes=2)
