@@ -131,7 +131,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s) per process, "
           f"python {platform.python_version()}, torch {torch.__version__}")
     print(f"data: {files} JPEGs under {root}; batch {BATCH}; crop {IMAGE}; median of {args.rounds} rounds\n")
-    print(f"| pipeline | workers | images/s | images/s per core | vs reference |\n|---|---:|---:|---:|---:|")
+    print("| pipeline | workers | images/s | images/s per core | vs reference |\n|---|---:|---:|---:|---:|")
     for (name, workers), values in rates.items():
         rate = statistics.median(values)
         reference = statistics.median(rates[("torchvision reference", workers)])

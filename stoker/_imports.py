@@ -39,5 +39,6 @@ def require(extra: str, feature: str) -> None:
     missing = [str(req.requirement) for req in _EXTRAS[extra] if not req]
     if missing:
         raise ModuleNotFoundError(
-            f"{feature} needs {', '.join(missing)}, which is not installed. Install it with: pip install 'stoker[{extra}]'"
+            f"{feature} needs {', '.join(missing)}, which is not installed. "
+            f"Install it with: pip install 'stoker[{extra}]'"
         )

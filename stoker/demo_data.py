@@ -57,6 +57,7 @@ def build_digits_folder(root: str | os.PathLike[str], *, size: int = 32, imbalan
             continue
         folder = root_path / str(label)
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels, mode="L").resize((size, size), Image.BICUBIC).save(folder / f"{number:04d}.png")
+        upsampled = Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.BICUBIC)
+        upsampled.save(folder / f"{number:04d}.png")
     marker.write_text(json.dumps(settings))
     return root_path

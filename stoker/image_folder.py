@@ -205,6 +205,8 @@ def read_path_list(path: str | os.PathLike[str]) -> set[str]:
     text = Path(path).read_text()
     if text.lstrip().startswith(("{", "[")):
         data = json.loads(text)
-        items = data.get("quarantine", data.get("corrupt", [])) if isinstance(data, dict) else data
+        items = data.get("quarantine", data.get("corrupt")) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: expected a JSON list of paths, or an object with a 'quarantine' list")
         return {item["path"] if isinstance(item, dict) else str(item) for item in items}
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}

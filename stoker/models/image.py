@@ -73,7 +73,7 @@ class ImageClassifier(L.LightningModule):
             model_name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
         )
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.label_smoothing = label_smoothing
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
