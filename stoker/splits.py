@@ -79,3 +79,41 @@ def stratified_split(
         split = assign_split(key, label, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         out[split].append(position)
     return out
+
+
+def split_folder_files(
+    files: dict[str, list[tuple[str, int]]],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, list[tuple[str, int]]]:
+    """Train/val/test ``(relative path, label)`` lists from a folder index.
+
+    ``files`` is keyed by the tree's own splits (``train``/``val``/``test``) or holds one ``all``
+    list for a single-folder layout. A split the tree has is kept as it is; a missing ``val`` or
+    ``test`` is carved out of the training files by :func:`stratified_split` when its fraction is
+    positive, and is empty otherwise.
+    """
+    out: dict[str, list[tuple[str, int]]]
+    if "all" in files:
+        pool, out = files["all"], {}
+    else:
+        pool = files.get("train", [])
+        out = {split: files[split] for split in ("val", "test") if split in files}
+    fractions = {
+        "val": val_fraction if "val" not in out else 0.0,
+        "test": test_fraction if "test" not in out else 0.0,
+    }
+    if fractions["val"] > 0 or fractions["test"] > 0:
+        parts = stratified_split(
+            [rel for rel, _ in pool], [y for _, y in pool],
+            val_fraction=fractions["val"], test_fraction=fractions["test"], seed=seed,
+        )
+        for split in ("val", "test"):
+            out.setdefault(split, [pool[i] for i in parts[split]])
+        pool = [pool[i] for i in parts["train"]]
+    out["train"] = pool
+    for split in ("val", "test"):
+        out.setdefault(split, [])
+    return out

@@ -68,3 +68,16 @@ def test_bad_fractions_are_explained(kwargs: dict, message: str) -> None:
 def test_duplicate_keys_are_an_error() -> None:
     with pytest.raises(ValueError, match="sample keys must be unique; repeated: \\['a'\\]"):
         stratified_split(["a", "a"], [0, 0], val_fraction=0.1)
+
+
+def test_folder_files_keep_the_trees_own_splits_and_carve_the_missing_ones() -> None:
+    from stoker.splits import split_folder_files
+
+    train = [(f"train/a/{i}.jpg", 0) for i in range(200)]
+    val = [("val/a/0.jpg", 0)]
+    out = split_folder_files({"train": train, "val": val}, val_fraction=0.5, test_fraction=0.25, seed=0)
+    assert out["val"] == val, "the tree's own val folder wins over val_fraction"
+    assert 25 < len(out["test"]) < 75
+    assert sorted(out["train"] + out["test"]) == sorted(train)
+    single = split_folder_files({"all": train}, val_fraction=0.0, test_fraction=0.0, seed=0)
+    assert single == {"train": train, "val": [], "test": []}
