@@ -1,0 +1,323 @@
+"""Audio decoding on the CPU: read, mix down to mono, resample, crop or pad to a fixed length.
+
+Framework-free (plain PyTorch, NumPy and ``soundfile``): the audio DataModule's workers call
+:func:`load_clip` per file and :func:`find_bad_audio` checks a whole tree before training.
+
+WAV and FLAC (and OGG/MP3 with libsndfile >= 1.1) decode through ``soundfile``, which bundles
+libsndfile in its wheel and needs no system package. Other containers (M4A, AAC, Opus, WebM)
+decode through TorchCodec when it and FFmpeg are installed; without it such files are reported
+as bad with a message naming what to install, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from stoker._imports import _TORCHCODEC_AVAILABLE
+from stoker.image_folder import SPLIT_DIRS, FolderIndex
+
+SOUNDFILE_EXTENSIONS: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"})
+TORCHCODEC_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".opus", ".webm", ".mp4", ".wma"})
+AUDIO_EXTENSIONS: frozenset[str] = SOUNDFILE_EXTENSIONS | TORCHCODEC_EXTENSIONS
+
+CropMode = Literal["random", "center"]
+
+
+class AudioDecodeError(ValueError):
+    """A file that cannot be used as audio; ``reason`` says why in a few words."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+def is_audio_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a path has one of :data:`AUDIO_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+# ----------------------------------------------------------------------------- decoding
+def _read_soundfile(path: Path, start: int, frames: int) -> tuple[torch.Tensor, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(path) as handle:
+        rate = int(handle.samplerate)
+        if start > 0:
+            handle.seek(start)
+        data = handle.read(frames=frames, dtype="float32", always_2d=True)
+    return torch.from_numpy(np.ascontiguousarray(data.T)), rate
+
+
+def _read_torchcodec(path: Path) -> tuple[torch.Tensor, int]:
+    from torchcodec.decoders import AudioDecoder
+
+    samples = AudioDecoder(str(path)).get_all_samples()
+    return samples.data.float(), int(samples.sample_rate)
+
+
+def _frames_of(path: Path) -> tuple[int, int] | None:
+    """``(frames, sample_rate)`` from the header, or ``None`` when soundfile cannot read it."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError):
+        return None
+    return int(info.frames), int(info.samplerate)
+
+
+def read_audio(path: str | os.PathLike[str], *, start: int = 0, frames: int = -1) -> tuple[torch.Tensor, int]:
+    """Decode ``frames`` samples (all with ``-1``) from ``start``: float32 ``[channels, time]`` and the rate.
+
+    Raises:
+        AudioDecodeError: The file is empty, unreadable or not audio, or needs TorchCodec.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise AudioDecodeError(path, "empty file (0 bytes)")
+    except OSError as err:
+        raise AudioDecodeError(path, f"unreadable file ({err.strerror})") from err
+    if path.suffix.lower() not in TORCHCODEC_EXTENSIONS:
+        try:
+            return _read_soundfile(path, start, frames)
+        except Exception as err:  # libsndfile raises several types (LibsndfileError, RuntimeError, TypeError)
+            if not _TORCHCODEC_AVAILABLE:
+                raise AudioDecodeError(path, f"cannot decode ({type(err).__name__}: {err})") from err
+    if not _TORCHCODEC_AVAILABLE:
+        raise AudioDecodeError(path, "this format needs TorchCodec and FFmpeg (pip install torchcodec)")
+    try:
+        waveform, rate = _read_torchcodec(path)
+    except Exception as err:  # FFmpeg failures surface as RuntimeError or ValueError
+        raise AudioDecodeError(path, f"cannot decode ({type(err).__name__}: {err})") from err
+    stop = None if frames < 0 else start + frames
+    return waveform[:, start:stop], rate
+
+
+# ----------------------------------------------------------------------------- signal ops
+def to_mono(waveform: torch.Tensor) -> torch.Tensor:
+    """Average the channels of ``[channels, time]`` (or pass ``[time]`` through) into ``[time]``."""
+    if waveform.ndim == 1:
+        return waveform
+    if waveform.ndim != 2:
+        raise ValueError(f"expected a waveform [channels, time] or [time], got shape {tuple(waveform.shape)}")
+    return waveform.mean(dim=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_freq: int, new_freq: int) -> torch.nn.Module:
+    import torchaudio
+
+    # The Resample module computes its windowed-sinc kernel once; the functional form recomputes
+    # it on every call, which costs more than the convolution for one-second clips.
+    return torchaudio.transforms.Resample(orig_freq, new_freq)
+
+
+def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
+    """Resample ``[..., time]`` from ``orig_freq`` to ``new_freq`` Hz (band-limited sinc interpolation)."""
+    if orig_freq <= 0 or new_freq <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_freq} -> {new_freq}")
+    if orig_freq == new_freq:
+        return waveform
+    with torch.no_grad():
+        return _resampler(int(orig_freq), int(new_freq))(waveform)
+
+
+def _offset(slack: int, mode: CropMode, generator: torch.Generator | None) -> int:
+    if mode == "center" or slack == 0:
+        return slack // 2
+    return int(torch.randint(0, slack + 1, (1,), generator=generator))
+
+
+def crop_or_pad(
+    waveform: torch.Tensor, length: int, *, mode: CropMode = "center", generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Cut or zero-pad ``[..., time]`` to exactly ``length`` samples.
+
+    ``"center"`` keeps the middle (evaluation: the same clip every epoch) and centers a short
+    signal in silence; ``"random"`` takes a uniformly drawn window and places a short signal at
+    a random offset, which is a free time-shift augmentation in training.
+    """
+    if length < 1:
+        raise ValueError(f"length must be a positive number of samples, got {length}")
+    if mode not in ("center", "random"):
+        raise ValueError(f"mode must be 'center' or 'random', got {mode!r}")
+    total = waveform.shape[-1]
+    offset = _offset(abs(total - length), mode, generator)
+    if total >= length:
+        return waveform[..., offset : offset + length]
+    pad = (offset, length - total - offset)
+    return torch.nn.functional.pad(waveform, pad)
+
+
+def load_clip(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int,
+    num_samples: int,
+    mode: CropMode = "center",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Decode one file into a mono float32 clip of exactly ``num_samples`` at ``sample_rate``.
+
+    For a file much longer than the clip, only a window around the chosen crop is decoded (seek
+    in the source rate, then resample), so long recordings cost what the clip costs.
+
+    Raises:
+        AudioDecodeError: The file cannot be decoded.
+    """
+    path = Path(path)
+    header = _frames_of(path) if path.suffix.lower() in SOUNDFILE_EXTENSIONS else None
+    start, frames = 0, -1
+    if header is not None:
+        total, rate = header
+        # A margin of source samples on each side keeps the resampling filter's edges out of the clip.
+        needed = -(-num_samples * rate // sample_rate) + 64
+        if total > needed + 128:
+            start, frames = _offset(total - needed, mode, generator), needed
+    waveform, rate = read_audio(path, start=start, frames=frames)
+    mono = resample(to_mono(waveform), rate, sample_rate)
+    return crop_or_pad(mono, num_samples, mode="center" if frames > 0 else mode, generator=generator).contiguous()
+
+
+# ----------------------------------------------------------------------------- indexing
+def _class_dirs(folder: Path) -> list[str]:
+    # Folders starting with "_" hold no class: Speech Commands keeps "_background_noise_" there.
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith((".", "_")))
+
+
+def _layout(root: str | os.PathLike[str]) -> tuple[Path, dict[str, Path]]:
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"audio folder root {str(path)!r} does not exist or is not a directory; expected "
+            "root/<class>/<audio file> or root/train/<class>/<audio file> with root/val/<class>/..."
+        )
+    splits: dict[str, Path] = {}
+    for split, names in SPLIT_DIRS.items():
+        found = [path / name for name in names if (path / name).is_dir()]
+        if found:
+            splits[split] = found[0]
+    return path, splits if "train" in splits else {"all": path}
+
+
+def audio_class_names(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted class folder names of an audio tree (lists folders only, reads no audio)."""
+    _, splits = _layout(root)
+    return sorted({name for folder in splits.values() for name in _class_dirs(folder)})
+
+
+def index_audio_folder(root: str | os.PathLike[str], class_names: list[str] | None = None) -> FolderIndex:
+    """List ``root/train|val|test/<class>/…`` or ``root/<class>/…`` audio files, sorted by path.
+
+    Raises:
+        FileNotFoundError: The root does not exist.
+        ValueError: No class folder, no audio file, or a folder missing from ``class_names``.
+    """
+    root_path, splits = _layout(root)
+    names = list(class_names) if class_names is not None else audio_class_names(root_path)
+    if not names:
+        raise ValueError(f"no class folders under {str(root_path)!r}; expected root/<class>/<audio files>")
+    label_of = {name: label for label, name in enumerate(names)}
+    index = FolderIndex(root=root_path, class_names=names, files={})
+    for split, folder in splits.items():
+        pairs: list[tuple[str, int]] = []
+        for name in _class_dirs(folder):
+            if name not in label_of:
+                raise ValueError(f"class folder {str(folder / name)!r} is not in class_names {names}")
+            before = len(pairs)
+            for dirpath, _, filenames in os.walk(folder / name):
+                for filename in filenames:
+                    relative = os.path.relpath(os.path.join(dirpath, filename), root_path)
+                    if is_audio_file(filename):
+                        pairs.append((relative, label_of[name]))
+                    elif not filename.startswith("."):
+                        index.ignored.append(relative)
+            if len(pairs) == before:
+                index.empty_classes.append(os.path.relpath(folder / name, root_path))
+        index.files[split] = sorted(pairs)
+    if not any(index.files.values()):
+        extensions = ", ".join(sorted(AUDIO_EXTENSIONS))
+        raise ValueError(f"no audio files under {str(root_path)!r} (extensions looked for: {extensions})")
+    if index.empty_classes:
+        warnings.warn(f"class folders with no audio under {str(root_path)!r}: {index.empty_classes}", stacklevel=2)
+    return index
+
+
+# ----------------------------------------------------------------------------- checking
+def check_audio(path: str | os.PathLike[str]) -> str | None:
+    """Why a file is unusable as audio (``None`` when it decodes to finite, non-empty samples)."""
+    try:
+        waveform, rate = read_audio(path)
+    except AudioDecodeError as err:
+        return err.reason
+    if rate <= 0:
+        return f"invalid sample rate {rate}"
+    if waveform.numel() == 0:
+        return "zero-length audio (no samples)"
+    if not bool(torch.isfinite(waveform).all()):
+        count = int((~torch.isfinite(waveform)).sum())
+        return f"{count} NaN or infinite sample(s)"
+    return None
+
+
+def find_bad_audio(
+    root: str | os.PathLike[str],
+    relpaths: Iterable[str],
+    *,
+    num_workers: int = 4,
+    cache_path: Path | None = None,
+) -> dict[str, str]:
+    """Decode every file in parallel; return ``{relative path: reason}`` for those that fail.
+
+    Results are cached per file by size and modification time (a JSON file at ``cache_path``),
+    so a second ``setup`` (another rank, another run) only decodes files that changed.
+    """
+    import json
+
+    root_path = Path(root)
+    cache: dict[str, list] = {}
+    if cache_path is not None and cache_path.is_file():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            cache = {}
+    bad: dict[str, str] = {}
+    todo: list[tuple[str, list[int]]] = []
+    for rel in relpaths:
+        try:
+            st = os.stat(root_path / rel)
+        except OSError as err:
+            bad[rel] = f"unreadable file ({err.strerror})"
+            continue
+        signature = [st.st_size, st.st_mtime_ns]
+        cached = cache.get(rel)
+        if cached is not None and cached[:2] == signature:
+            if cached[2] is not None:
+                bad[rel] = cached[2]
+        else:
+            todo.append((rel, signature))
+    # libsndfile and the resampler run in C and release the GIL, so threads use several cores
+    # without pickling anything to worker processes.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        warnings.simplefilter("ignore")  # soundfile warns about odd headers of files we report anyway
+        for (rel, signature), reason in zip(todo, pool.map(check_audio, (root_path / rel for rel, _ in todo))):
+            cache[rel] = [*signature, reason]
+            if reason is not None:
+                bad[rel] = reason
+    if cache_path is not None and todo:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_path)  # atomic, so ranks reading it never see half a file
+    return dict(sorted(bad.items()))

@@ -1,0 +1,143 @@
+"""A small audio classifier on log-mel spectrograms (a CNN, or any timm backbone on one channel)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from stoker.models.image import soft_target_loss, top1_accuracy
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, ceil_mode=True),  # ceil keeps odd frame counts (101 frames per second) valid
+    )
+
+
+class _SpectrogramCNN(nn.Module):
+    """Conv blocks (3x3 convolution, batch norm, ReLU, 2x2 max-pool), global pooling and a linear head.
+
+    Global average pooling over mel bands and frames makes the network indifferent to the clip
+    length, so one model serves one-second keywords and longer recordings.
+    """
+
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (16, 32, 64, 128), drop_rate: float = 0.1) -> None:
+        super().__init__()
+        widths = (1, *channels)
+        self.features = nn.Sequential(*(_conv_block(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(widths[-1], num_classes))
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(spec).mean(dim=(2, 3), keepdim=True)
+        return self.head(pooled)
+
+
+class AudioClassifier(L.LightningModule):
+    """Clip classification from log-mel spectrograms ``[N, 1, n_mels, frames]`` in stoker's dict batches.
+
+    The spectrogram is made on the device by the audio DataModule; raw waveforms ``[N, T]`` are
+    refused with a message saying so. The loss accepts integer labels ``[N]`` and float soft
+    targets ``[N, C]``, so MixUp/CutMix applied to the spectrogram batch needs no change here.
+
+    Args:
+        num_classes: Output classes; linked from the DataModule by the ``stoker`` CLI.
+        backbone: ``"cnn"`` for the built-in small CNN, or a timm model name run with one input
+            channel (e.g. ``"resnet18"``; no weights are downloaded unless ``pretrained``).
+        channels: Widths of the CNN's conv blocks (each block halves both spectrogram axes).
+        pretrained: Load timm's pretrained weights (downloads them; only for a timm backbone).
+        drop_rate: Dropout before the classifier.
+        label_smoothing: Label smoothing for integer labels.
+        optimizer: Optimizer factory; LightningCLI sets it with ``--optimizer``.
+        scheduler: Learning-rate scheduler factory, stepped every epoch.
+
+    Raises:
+        ValueError: ``num_classes`` < 1, empty ``channels`` or a backbone timm does not know.
+
+    Example::
+
+        model = AudioClassifier(num_classes=dm.num_classes)
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        *,
+        backbone: str = "cnn",
+        channels: tuple[int, ...] = (16, 32, 64, 128),
+        pretrained: bool = False,
+        drop_rate: float = 0.1,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.model: nn.Module
+        if backbone == "cnn":
+            if not channels or min(channels) < 1:
+                raise ValueError(f"channels must be a non-empty tuple of positive widths, got {channels}")
+            self.model = _SpectrogramCNN(num_classes, tuple(channels), drop_rate)
+        else:
+            import timm
+
+            if not timm.is_model(backbone):
+                raise ValueError(f"backbone must be 'cnn' or a timm model name (timm.list_models()), got {backbone!r}")
+            self.model = timm.create_model(
+                backbone, pretrained=pretrained, num_classes=num_classes, in_chans=1, drop_rate=drop_rate
+            )
+        self.label_smoothing = label_smoothing
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    def _keys(self) -> tuple[str, str]:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(datamodule, "input_key", "audio"), getattr(datamodule, "target_key", None) or "label"
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if spec.ndim == 3:  # [N, n_mels, frames] from a feature pipeline without a channel axis
+            spec = spec.unsqueeze(1)
+        if spec.ndim != 4 or not spec.dtype.is_floating_point:
+            raise TypeError(
+                f"AudioClassifier expects float log-mel spectrograms [N, 1, n_mels, frames], got {spec.dtype} of "
+                f"shape {tuple(spec.shape)}; raw waveforms [N, T] are turned into spectrograms on the device by "
+                "AudioFolderDataModule (a plain DataLoader must apply stoker.audio_features.LogMelFeatures)"
+            )
+        return self.model(spec)
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        input_key, target_key = self._keys()
+        spec, target = batch[input_key], batch[target_key]
+        logits = self(spec)
+        loss = soft_target_loss(logits, target, self.label_smoothing)
+        size = spec.shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "train", batch_size=size, sync_dist=stage != "train")
+        self.log(f"{stage}/acc", top1_accuracy(logits, target), prog_bar=True, batch_size=size,
+                 sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self(batch[self._keys()[0]]).softmax(dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
