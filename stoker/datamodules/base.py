@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stoker.image_ops import normalize_uint8
@@ -67,6 +68,11 @@ class StokerDataModule(L.LightningDataModule):
         self._device_stats: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         # Set by a wrapper (ImbalancedDataModule) to replace how the training split is sampled.
         self.train_sampler: Sampler | None = None
+        # Data version (stoker.manifest): set in setup by subclasses that compute one, saved in checkpoints
+        # so that resuming on changed data is noticed; strict_fingerprint makes that an error.
+        self.fingerprint: str | None = None
+        self.strict_fingerprint = False
+        self._checkpoint_fingerprint: str | None = None
 
     # ----------------------------------------------------------------- self-description
     @property
@@ -180,6 +186,39 @@ class StokerDataModule(L.LightningDataModule):
         state = self.__dict__.copy()
         state["_device_stats"] = {}
         return state
+
+    # ----------------------------------------------------------------- data versioning
+    def record_fingerprint(self, fingerprint: str) -> None:
+        """Set the data fingerprint, log it as hyperparameter ``data_fingerprint``, check it against a checkpoint."""
+        self.fingerprint = fingerprint
+        self.hparams["data_fingerprint"] = fingerprint
+        initial = self.hparams_initial  # a copy; Lightning logs the initial hyperparameters
+        initial["data_fingerprint"] = fingerprint
+        self._hparams_initial = initial
+        self._log_hyperparams = True  # Lightning logs DataModule hyperparameters only when this is set
+        self._check_fingerprint()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the DataModule: the data fingerprint (when known)."""
+        return {"data_fingerprint": self.fingerprint} if self.fingerprint is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Compare the checkpoint's data fingerprint with this data's (now, or in ``setup`` if not known yet)."""
+        self._checkpoint_fingerprint = state_dict.get("data_fingerprint")
+        self._check_fingerprint()
+
+    def _check_fingerprint(self) -> None:
+        saved, current = self._checkpoint_fingerprint, self.fingerprint
+        if saved is None or current is None or saved == current:
+            return
+        message = (
+            f"{type(self).__name__}: the checkpoint was trained on data with fingerprint {saved}, but the data now "
+            f"has fingerprint {current}: files, labels or the split changed since. Train on the original data (a "
+            "manifest from `stoker split` pins it)"
+        )
+        if self.strict_fingerprint:
+            raise ValueError(f"{message}, or accept the change with strict_fingerprint=False.")
+        rank_zero_warn(f"{message}; strict_fingerprint=True makes this an error.")
 
     # ----------------------------------------------------------------- reporting
     def describe(self) -> dict[str, Any]:

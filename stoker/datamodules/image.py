@@ -7,18 +7,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from stoker.datamodules.base import StokerDataModule
-from stoker.image_folder import FolderIndex, class_names_of, find_bad_images, index_folder, read_path_list, \
-    scan_cache_path
+from stoker.image_folder import (
+    FolderIndex,
+    class_names_of,
+    find_bad_images,
+    index_folder,
+    read_path_list,
+    scan_cache_path,
+)
 from stoker.image_ops import read_image
-from stoker.image_transforms import IMAGENET_MEAN, IMAGENET_STD, AutoAugment, eval_transform, timm_input_config, \
-    train_transform
+from stoker.image_transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AutoAugment,
+    eval_transform,
+    timm_input_config,
+    train_transform,
+)
 from stoker.loader import available_cores
-from stoker.splits import stratified_split, validate_fractions
+from stoker.manifest import check_manifest_fingerprint, manifest_splits, splits_fingerprint
+from stoker.splits import split_folder_files, validate_fractions
 
 
 class ImageFileDataset(Dataset):
@@ -84,6 +96,8 @@ class ImageFolderDataModule(StokerDataModule):
         max_bad_fraction: Largest tolerated fraction of undecodable files.
         verify: ``"decode"`` checks every file by decoding it; ``"none"`` trusts the files.
         quarantine: A file listing paths (relative to ``root``) to leave out, e.g. from ``stoker scan``.
+        manifest: A split manifest from ``stoker split``; it replaces the folder's own split.
+        strict_fingerprint: Resuming from a checkpoint whose data fingerprint differs is an error, not a warning.
         class_names: Fix the class list (and order) instead of reading it from the folders.
         cache_dir: Where scan results are cached (default ``~/.cache/stoker``).
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
@@ -121,6 +135,8 @@ class ImageFolderDataModule(StokerDataModule):
         max_bad_fraction: float = 0.01,
         verify: str = "decode",
         quarantine: str | None = None,
+        manifest: str | None = None,
+        strict_fingerprint: bool = False,
         class_names: list[str] | None = None,
         cache_dir: str | None = None,
         pin_memory: bool | None = None,
@@ -160,6 +176,8 @@ class ImageFolderDataModule(StokerDataModule):
         self.max_bad_fraction = max_bad_fraction
         self.verify = verify
         self.quarantine = quarantine
+        self.manifest = manifest
+        self.strict_fingerprint = strict_fingerprint
         self.cache_dir = cache_dir
         self._class_names = list(class_names) if class_names is not None else None
         self.bad_files: dict[str, str] = {}
@@ -193,7 +211,7 @@ class ImageFolderDataModule(StokerDataModule):
         self._check_bad_fraction(len(all_files))
         drop = excluded | set(self.bad_files)
         kept = {split: [(rel, y) for rel, y in pairs if rel not in drop] for split, pairs in index.files.items()}
-        self.splits = self._split(kept)
+        self.splits = manifest_splits(self.manifest, kept, self.class_names) if self.manifest else self._split(kept)
         root = index.root
         self.datasets = {
             split: ImageFileDataset(root, pairs, self.train_transform if split == "train" else self.eval_transform)
@@ -201,6 +219,9 @@ class ImageFolderDataModule(StokerDataModule):
         }
         if not self.splits["train"]:
             raise ValueError(f"no training images left under {self.root!r} after the split and exclusions")
+        hashes_cache = scan_cache_path(root, self.cache_dir).with_suffix(".sha256.json")
+        self.record_fingerprint(splits_fingerprint(root, self.splits, self.class_names, cache_path=hashes_cache))
+        check_manifest_fingerprint(self.manifest, self.fingerprint or "")
         self._report()
 
     def train_dataloader(self) -> DataLoader:
@@ -240,27 +261,7 @@ class ImageFolderDataModule(StokerDataModule):
             )
 
     def _split(self, kept: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
-        if "all" in kept:
-            pool, out = kept["all"], {}
-        else:
-            pool = kept["train"]
-            out = {split: kept[split] for split in ("val", "test") if split in kept}
-        need_val = "val" not in out and self.val_fraction > 0
-        need_test = "test" not in out and self.test_fraction > 0
-        if need_val or need_test:
-            parts = stratified_split(
-                [rel for rel, _ in pool], [y for _, y in pool], seed=self.seed,
-                val_fraction=self.val_fraction if need_val else 0.0,
-                test_fraction=self.test_fraction if need_test else 0.0,
-            )
-            for split in ("val", "test"):
-                if split not in out:
-                    out[split] = [pool[i] for i in parts[split]]
-            pool = [pool[i] for i in parts["train"]]
-        out["train"] = pool
-        for split in ("val", "test"):
-            out.setdefault(split, [])
-        return out
+        return split_folder_files(kept, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
 
     def _report(self) -> None:
         sizes = ", ".join(f"{split} {len(pairs)}" for split, pairs in self.splits.items())
@@ -281,5 +282,7 @@ class ImageFolderDataModule(StokerDataModule):
             split_sizes={split: len(pairs) for split, pairs in self.splits.items()},
             bad_files=[{"path": rel, "reason": reason} for rel, reason in self.bad_files.items()],
             quarantined=self.quarantined,
+            manifest=self.manifest,
+            fingerprint=self.fingerprint,
         )
         return info
