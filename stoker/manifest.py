@@ -132,11 +132,11 @@ def assign_splits(samples: Iterable[tuple[str, str, str]], *, val_fraction: floa
     val = 0.0 if "val" in present else val_fraction
     test = 0.0 if "test" in present else test_fraction
     out: dict[str, str] = {}
-    for path, label, split in samples:
+    for path, _, split in samples:
         if split in ("val", "test"):
             out[path] = split
         else:
-            out[path] = assign_split(path, label, val_fraction=val, test_fraction=test, seed=seed)
+            out[path] = assign_split(path, val_fraction=val, test_fraction=test, seed=seed)
     return out
 
 

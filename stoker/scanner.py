@@ -58,7 +58,7 @@ def scan_dataset(
         def split_of(rel: str, name: str, split: str) -> str:
             if split != "all":
                 return split
-            return assign_split(rel, name, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+            return assign_split(rel, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if kind == "image":
         records, notes = scan_image_folder(path, split_of=split_of, num_workers=num_workers, progress=progress)
     elif kind == "audio":

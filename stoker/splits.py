@@ -1,19 +1,23 @@
 """Deterministic, stratified train/val/test splits that do not depend on listing order.
 
-Every sample is placed by a hash of ``(seed, class, key)`` where ``key`` is a stable identity of
-the sample (a path relative to the dataset root, a row id). The hash is mapped to ``[0, 1)`` and
-compared with the split fractions, separately inside each class, so:
+Every sample is placed by a hash of ``(seed, key)`` where ``key`` is a stable identity of the
+sample (a path relative to the dataset root, a row id). The hash is mapped to ``[0, 1)`` and
+compared with the split fractions. The draw is independent of the label, so inside every class
+the samples fall into the splits in the requested proportions, and:
 
 * the split never depends on the order in which files are listed or rows are read;
 * adding or removing one sample never moves any other sample (a fixed test set stays fixed as
   a dataset grows);
 * every class is split in the requested proportions (in expectation; the per-class counts are
-  reported so a very small class that got no validation sample is visible).
+  reported so a very small class that got no validation sample is visible);
+* the DataModules and ``stoker split`` place a file identically whether its class is known by
+  name or by index.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
 
@@ -38,9 +42,9 @@ def validate_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
-def assign_split(key: str, label: Hashable, *, val_fraction: float, test_fraction: float, seed: int) -> str:
-    """The split (``"train"``, ``"val"`` or ``"test"``) of one sample."""
-    u = unit_hash(seed, str(label), key)
+def assign_split(key: str, *, val_fraction: float, test_fraction: float, seed: int) -> str:
+    """The split (``"train"``, ``"val"`` or ``"test"``) of the sample identified by ``key``."""
+    u = unit_hash(seed, key)
     if u < test_fraction:
         return "test"
     if u < test_fraction + val_fraction:
@@ -75,10 +79,28 @@ def stratified_split(
     if repeated:
         raise ValueError(f"sample keys must be unique; repeated: {repeated[:5]}")
     out: dict[str, list[int]] = {name: [] for name in SPLITS}
-    for position, (key, label) in enumerate(zip(keys, labels)):
-        split = assign_split(key, label, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    for position, key in enumerate(keys):
+        split = assign_split(key, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         out[split].append(position)
+    _warn_on_empty_class_splits(labels, out, {"val": val_fraction, "test": test_fraction})
     return out
+
+
+def _warn_on_empty_class_splits(
+    labels: Sequence[Hashable], parts: dict[str, list[int]], fractions: dict[str, float]
+) -> None:
+    # A per-sample draw can leave a class out of a small split by chance; name the class when that
+    # happens although at least two of its samples were expected there.
+    sizes = Counter(labels)
+    for split, fraction in fractions.items():
+        present = Counter(labels[i] for i in parts[split])
+        missing = [label for label, n in sizes.items() if n * fraction >= 2 and present[label] == 0]
+        if missing:
+            warnings.warn(
+                f"no sample of class(es) {sorted(map(str, missing))} fell into {split!r} although "
+                f"{split}_fraction={fraction} expected some; change the seed or the fraction if that matters",
+                stacklevel=3,
+            )
 
 
 def split_folder_files(

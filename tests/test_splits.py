@@ -81,3 +81,10 @@ def test_folder_files_keep_the_trees_own_splits_and_carve_the_missing_ones() -> 
     assert sorted(out["train"] + out["test"]) == sorted(train)
     single = split_folder_files({"all": train}, val_fraction=0.0, test_fraction=0.0, seed=0)
     assert single == {"train": train, "val": [], "test": []}
+
+
+def test_a_class_left_out_of_a_split_by_chance_is_named() -> None:
+    keys = [f"rare/{i}.jpg" for i in range(4)]
+    seed = next(s for s in range(200) if not stratified_split(keys, ["rare"] * 4, val_fraction=0.5, seed=s)["val"])
+    with pytest.warns(UserWarning, match=r"no sample of class\(es\) \['rare'\] fell into 'val'"):
+        stratified_split(keys, ["rare"] * 4, val_fraction=0.5, seed=seed)
