@@ -15,7 +15,6 @@ import functools
 import os
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from stoker._imports import _TORCHCODEC_AVAILABLE
-from stoker.image_folder import SPLIT_DIRS, FolderIndex
+from stoker.image_folder import FolderIndex, class_names_of, find_bad_files, index_folder
 
 SOUNDFILE_EXTENSIONS: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"})
 TORCHCODEC_EXTENSIONS: frozenset[str] = frozenset({".m4a", ".aac", ".opus", ".webm", ".mp4", ".wma"})
@@ -191,30 +190,13 @@ def load_clip(
 
 
 # ----------------------------------------------------------------------------- indexing
-def _class_dirs(folder: Path) -> list[str]:
-    # Folders starting with "_" hold no class: Speech Commands keeps "_background_noise_" there.
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith((".", "_")))
-
-
-def _layout(root: str | os.PathLike[str]) -> tuple[Path, dict[str, Path]]:
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"audio folder root {str(path)!r} does not exist or is not a directory; expected "
-            "root/<class>/<audio file> or root/train/<class>/<audio file> with root/val/<class>/..."
-        )
-    splits: dict[str, Path] = {}
-    for split, names in SPLIT_DIRS.items():
-        found = [path / name for name in names if (path / name).is_dir()]
-        if found:
-            splits[split] = found[0]
-    return path, splits if "train" in splits else {"all": path}
+# Folders starting with "_" hold no class: Speech Commands keeps "_background_noise_" there.
+_SKIP = (".", "_")
 
 
 def audio_class_names(root: str | os.PathLike[str]) -> list[str]:
     """Sorted class folder names of an audio tree (lists folders only, reads no audio)."""
-    _, splits = _layout(root)
-    return sorted({name for folder in splits.values() for name in _class_dirs(folder)})
+    return class_names_of(root, media="audio", skip=_SKIP)
 
 
 def index_audio_folder(root: str | os.PathLike[str], class_names: list[str] | None = None) -> FolderIndex:
@@ -224,34 +206,8 @@ def index_audio_folder(root: str | os.PathLike[str], class_names: list[str] | No
         FileNotFoundError: The root does not exist.
         ValueError: No class folder, no audio file, or a folder missing from ``class_names``.
     """
-    root_path, splits = _layout(root)
-    names = list(class_names) if class_names is not None else audio_class_names(root_path)
-    if not names:
-        raise ValueError(f"no class folders under {str(root_path)!r}; expected root/<class>/<audio files>")
-    label_of = {name: label for label, name in enumerate(names)}
-    index = FolderIndex(root=root_path, class_names=names, files={})
-    for split, folder in splits.items():
-        pairs: list[tuple[str, int]] = []
-        for name in _class_dirs(folder):
-            if name not in label_of:
-                raise ValueError(f"class folder {str(folder / name)!r} is not in class_names {names}")
-            before = len(pairs)
-            for dirpath, _, filenames in os.walk(folder / name):
-                for filename in filenames:
-                    relative = os.path.relpath(os.path.join(dirpath, filename), root_path)
-                    if is_audio_file(filename):
-                        pairs.append((relative, label_of[name]))
-                    elif not filename.startswith("."):
-                        index.ignored.append(relative)
-            if len(pairs) == before:
-                index.empty_classes.append(os.path.relpath(folder / name, root_path))
-        index.files[split] = sorted(pairs)
-    if not any(index.files.values()):
-        extensions = ", ".join(sorted(AUDIO_EXTENSIONS))
-        raise ValueError(f"no audio files under {str(root_path)!r} (extensions looked for: {extensions})")
-    if index.empty_classes:
-        warnings.warn(f"class folders with no audio under {str(root_path)!r}: {index.empty_classes}", stacklevel=2)
-    return index
+    return index_folder(root, class_names, is_media=is_audio_file, extensions=AUDIO_EXTENSIONS, media="audio",
+                        skip=_SKIP)
 
 
 # ----------------------------------------------------------------------------- checking
@@ -280,44 +236,9 @@ def find_bad_audio(
 ) -> dict[str, str]:
     """Decode every file in parallel; return ``{relative path: reason}`` for those that fail.
 
-    Results are cached per file by size and modification time (a JSON file at ``cache_path``),
-    so a second ``setup`` (another rank, another run) only decodes files that changed.
+    Results are cached per file by size and modification time (see
+    :func:`stoker.image_folder.find_bad_files`).
     """
-    import json
-
-    root_path = Path(root)
-    cache: dict[str, list] = {}
-    if cache_path is not None and cache_path.is_file():
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            cache = {}
-    bad: dict[str, str] = {}
-    todo: list[tuple[str, list[int]]] = []
-    for rel in relpaths:
-        try:
-            st = os.stat(root_path / rel)
-        except OSError as err:
-            bad[rel] = f"unreadable file ({err.strerror})"
-            continue
-        signature = [st.st_size, st.st_mtime_ns]
-        cached = cache.get(rel)
-        if cached is not None and cached[:2] == signature:
-            if cached[2] is not None:
-                bad[rel] = cached[2]
-        else:
-            todo.append((rel, signature))
-    # libsndfile and the resampler run in C and release the GIL, so threads use several cores
-    # without pickling anything to worker processes.
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # soundfile warns about odd headers of files we report anyway
-        for (rel, signature), reason in zip(todo, pool.map(check_audio, (root_path / rel for rel, _ in todo))):
-            cache[rel] = [*signature, reason]
-            if reason is not None:
-                bad[rel] = reason
-    if cache_path is not None and todo:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_path)  # atomic, so ranks reading it never see half a file
-    return dict(sorted(bad.items()))
+        return find_bad_files(root, relpaths, check_audio, num_workers=num_workers, cache_path=cache_path)

@@ -1,7 +1,8 @@
-"""Indexing an image-folder tree and finding the files that will not decode.
+"""Indexing a class-folder tree (images, audio) and finding the files that will not decode.
 
-Framework-free: the image-folder DataModule, the DALI DataModule and ``stoker scan`` all build
-their file lists here, so a file quarantined for one is quarantined for all.
+Framework-free: the image-folder, audio and DALI DataModules and ``stoker scan`` all build their
+file lists here, so a file quarantined for one is quarantined for all. What counts as a media
+file and how a file is checked are arguments; images are the default.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ class FolderIndex:
         return "all" not in self.files
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+def _class_dirs(folder: Path, skip: tuple[str, ...] = (".",)) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(skip))
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -63,54 +64,73 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
-def class_names_of(root: str | os.PathLike[str]) -> list[str]:
-    """Sorted class names of a tree (cheap: lists folders only, reads no image)."""
-    root_path = _existing_root(root)
+def class_names_of(root: str | os.PathLike[str], *, media: str = "image", skip: tuple[str, ...] = (".",)) -> list[str]:
+    """Sorted class names of a tree (cheap: lists folders only, reads no file).
+
+    Folders whose names start with one of ``skip`` are not classes.
+    """
+    root_path = _existing_root(root, media)
     splits = _split_dirs(root_path)
     if "train" in splits:
-        return sorted({name for folder in splits.values() for name in _class_dirs(folder)})
-    return _class_dirs(root_path)
+        return sorted({name for folder in splits.values() for name in _class_dirs(folder, skip)})
+    return _class_dirs(root_path, skip)
 
 
-def _existing_root(root: str | os.PathLike[str]) -> Path:
+def _existing_root(root: str | os.PathLike[str], media: str = "image") -> Path:
     path = Path(root).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(
-            f"image folder root {str(path)!r} does not exist or is not a directory; expected "
-            "root/<class>/<image> or root/train/<class>/<image> with root/val/<class>/<image>"
+            f"{media} folder root {str(path)!r} does not exist or is not a directory; expected "
+            f"root/<class>/<{media} file> or root/train/<class>/<{media} file> with root/val/<class>/..."
         )
     return path
 
 
-def index_folder(root: str | os.PathLike[str], class_names: list[str] | None = None) -> FolderIndex:
-    """List an image-folder tree: ``root/train|val|test/<class>/…`` or ``root/<class>/…``.
+def index_folder(
+    root: str | os.PathLike[str],
+    class_names: list[str] | None = None,
+    *,
+    is_media: Callable[[str], bool] = is_image_file,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    media: str = "image",
+    skip: tuple[str, ...] = (".",),
+) -> FolderIndex:
+    """List a class-folder tree: ``root/train|val|test/<class>/…`` or ``root/<class>/…``.
 
     Files are sorted by relative path so the result does not depend on the file system's
     listing order; labels follow the sorted class names (or ``class_names`` when given).
 
+    Args:
+        root: The tree.
+        class_names: Fix the classes and their order.
+        is_media: Whether a file name is a sample (by default: an image extension).
+        extensions: The extensions ``is_media`` accepts, for the "nothing found" message.
+        media: What the files are, for messages (``"image"``, ``"audio"``).
+        skip: Prefixes of folder names that are not classes.
+
     Raises:
         FileNotFoundError: The root does not exist.
-        ValueError: The root holds no class folder or no image, or a folder is not in ``class_names``.
+        ValueError: The root holds no class folder or no sample, or a folder is not in ``class_names``.
     """
-    root_path = _existing_root(root)
+    root_path = _existing_root(root, media)
     splits = _split_dirs(root_path)
     if "train" not in splits:
         splits = {"all": root_path}
-    names = list(class_names) if class_names is not None else class_names_of(root_path)
+    names = list(class_names) if class_names is not None else class_names_of(root_path, media=media, skip=skip)
     if not names:
-        raise ValueError(f"no class folders under {str(root_path)!r}; expected root/<class>/<image files>")
+        raise ValueError(f"no class folders under {str(root_path)!r}; expected root/<class>/<{media} files>")
     label_of = {name: label for label, name in enumerate(names)}
     index = FolderIndex(root=root_path, class_names=names, files={})
     for split, folder in splits.items():
         pairs: list[tuple[str, int]] = []
-        for name in _class_dirs(folder):
+        for name in _class_dirs(folder, skip):
             if name not in label_of:
                 raise ValueError(f"class folder {str(folder / name)!r} is not in class_names {names}")
             count = 0
             for dirpath, _, filenames in os.walk(folder / name):
                 for filename in filenames:
                     relative = os.path.relpath(os.path.join(dirpath, filename), root_path)
-                    if is_image_file(filename):
+                    if is_media(filename):
                         pairs.append((relative, label_of[name]))
                         count += 1
                     elif not filename.startswith("."):
@@ -121,11 +141,12 @@ def index_folder(root: str | os.PathLike[str], class_names: list[str] | None = N
     if not any(index.files.values()):
         others = f"; other files found, e.g. {index.ignored[:3]}" if index.ignored else ""
         raise ValueError(
-            f"no image files under {str(root_path)!r} (extensions looked for: "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS))}){others}"
+            f"no {media} files under {str(root_path)!r} (extensions looked for: "
+            f"{', '.join(sorted(extensions))}){others}"
         )
     if index.empty_classes:
-        warnings.warn(f"class folders with no images under {str(root_path)!r}: {index.empty_classes}", stacklevel=2)
+        warnings.warn(f"class folders with no {media} files under {str(root_path)!r}: {index.empty_classes}",
+                      stacklevel=2)
     return index
 
 
@@ -152,11 +173,30 @@ def find_bad_images(
     cache_path: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, str]:
-    """Decode every file in parallel; return ``{relative path: reason}`` for those that fail.
+    """Decode every image in parallel; return ``{relative path: reason}`` for those that fail.
 
     A full decode is the only check that finds a JPEG truncated after its header or corrupt in
-    its entropy data. Results are cached per file by size and modification time, so a second
-    ``setup`` (another rank, another run) only decodes files that changed.
+    its entropy data. See :func:`find_bad_files` for caching.
+    """
+    return find_bad_files(root, relpaths, _check_one, num_workers=num_workers, cache_path=cache_path,
+                          progress=progress)
+
+
+def find_bad_files(
+    root: str | os.PathLike[str],
+    relpaths: Iterable[str],
+    check: Callable[[Path], str | None],
+    *,
+    num_workers: int = 4,
+    cache_path: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, str]:
+    """Run ``check`` (the reason a file is unusable, or ``None``) on every file in parallel.
+
+    Results are cached per file by size and modification time in a JSON file at ``cache_path``,
+    so a second ``setup`` (another rank, another run) only checks files that changed. Checks run
+    in threads: decoders (torchvision's C++ ops, PIL, libsndfile) release the GIL, so threads use
+    several cores without the start-up and pickling cost of processes.
     """
     root_path = Path(root)
     relpaths = list(relpaths)
@@ -181,11 +221,9 @@ def find_bad_images(
                 bad[rel] = cached[2]
         else:
             todo.append((rel, signature))
-    # Decoding happens in torchvision's C++ ops and PIL's C code, which release the GIL, so
-    # threads scale across cores without the start-up and pickling cost of processes.
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         for done, ((rel, signature), reason) in enumerate(
-            zip(todo, pool.map(_check_one, (root_path / rel for rel, _ in todo), chunksize=16)), start=1
+            zip(todo, pool.map(check, (root_path / rel for rel, _ in todo), chunksize=16)), start=1
         ):
             cache[rel] = [*signature, reason]
             if reason is not None:

@@ -74,7 +74,7 @@ def test_host_batches_are_fixed_length_mono_float(audio_root: Path) -> None:
 def test_device_features_equal_the_cpu_transform(audio_root: Path) -> None:
     dm = AudioFolderDataModule(str(audio_root), batch_size=4, **SMALL)
     dm.setup("fit")
-    batch = next(iter(dm.val_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
     expected = LogMelFeatures(8000, n_fft=256, win_length=200, hop_length=80, n_mels=16)(batch["audio"])
     out = dm.device_transform(dict(batch), training=False)
     assert out["audio"].shape == (4, 1, 16, 26) and out["audio"].dtype == torch.float32

@@ -111,7 +111,7 @@ def test_each_kind_of_bad_file_is_excluded_and_reported(image_tree) -> None:
     root = image_tree({"a": 10, "b": 10})
     expected = write_bad_files(root)
     dm = make_dm(root, max_bad_fraction=0.5)
-    with pytest.warns(UserWarning, match="excluded 4 undecodable file"):
+    with pytest.warns(UserWarning, match="excluded 4 unusable image file"):
         dm.setup()
     assert set(dm.bad_files) == set(expected)
     for relative, reason in expected.items():
@@ -125,7 +125,7 @@ def test_too_many_bad_files_is_an_error_before_training(image_tree) -> None:
     root = image_tree({"a": 10, "b": 10})
     write_bad_files(root)
     dm = make_dm(root)  # default max_bad_fraction = 1%
-    with pytest.raises(ValueError, match=r"4 of 24 image files .* \(16.7%\) cannot be decoded, more than "
+    with pytest.raises(ValueError, match=r"4 of 24 image files .* \(16.7%\) are unusable, more than "
                                          r"max_bad_fraction=1.0%") as info:
         dm.setup()
     assert "zero.jpg: empty file (0 bytes)" in str(info.value)
@@ -158,7 +158,7 @@ def test_empty_class_folder_is_named_in_a_warning(image_tree) -> None:
     root = image_tree({"a": 4, "b": 4})
     (root / "c").mkdir()
     dm = make_dm(root)
-    with pytest.warns(UserWarning, match=r"class folders with no images under .*\['c'\]"):
+    with pytest.warns(UserWarning, match=r"class folders with no image files under .*\['c'\]"):
         dm.setup()
     assert dm.num_classes == 3
 

@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from stoker._imports import require
 from stoker.audio_io import CropMode, audio_class_names, find_bad_audio, index_audio_folder, load_clip
-from stoker.datamodules.base import StokerDataModule
-from stoker.image_folder import FolderIndex, read_path_list, scan_cache_path
+from stoker.datamodules.folder import ClassFolderDataModule
+from stoker.image_folder import FolderIndex, read_path_list
 from stoker.loader import available_cores
-from stoker.splits import stratified_split, validate_fractions
 
 
 class AudioFileDataset(Dataset):
@@ -49,7 +47,7 @@ class AudioFileDataset(Dataset):
         return [label for _, label in self.samples]
 
 
-class AudioFolderDataModule(StokerDataModule):
+class AudioFolderDataModule(ClassFolderDataModule):
     """Audio classification from a folder tree: ``root/<class>/<file>`` or ``root/train|val|test/<class>/…``.
 
     CPU workers decode (``soundfile`` for WAV/FLAC, TorchCodec for other formats when installed),
@@ -109,6 +107,7 @@ class AudioFolderDataModule(StokerDataModule):
 
     input_key = "audio"
     target_key = "label"
+    media = "audio"
 
     def __init__(
         self,
@@ -136,6 +135,8 @@ class AudioFolderDataModule(StokerDataModule):
         max_bad_fraction: float = 0.01,
         verify: str = "decode",
         quarantine: str | None = None,
+        manifest: str | None = None,
+        strict_fingerprint: bool = False,
         val_list: str | None = None,
         test_list: str | None = None,
         class_names: list[str] | None = None,
@@ -145,28 +146,28 @@ class AudioFolderDataModule(StokerDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
         require("audio", "AudioFolderDataModule")
-        validate_fractions(val_fraction, test_fraction)
+        if demo and class_names is None:
+            from stoker.demo_audio import TONE_CLASSES
+
+            class_names = TONE_CLASSES  # the folders may not exist before prepare_data writes them
+        super().__init__(
+            root, val_fraction=val_fraction, test_fraction=test_fraction, max_bad_fraction=max_bad_fraction,
+            verify=verify, quarantine=quarantine, manifest=manifest, strict_fingerprint=strict_fingerprint,
+            class_names=class_names, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
+            pin_memory=pin_memory, persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+        )
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
         if clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
-        if verify not in ("decode", "none"):
-            raise ValueError(f"verify must be 'decode' or 'none', got {verify!r}")
         for name, value in (("freq_masks", freq_masks), ("freq_mask_width", freq_mask_width),
                             ("time_masks", time_masks), ("time_mask_width", time_mask_width)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        self.root = root
         self.sample_rate = sample_rate
         self.clip_seconds = clip_seconds
         self.num_samples = max(1, round(sample_rate * clip_seconds))
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
         self.feature_kwargs: dict[str, Any] = dict(
             n_fft=n_fft, win_length=win_length, hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max,
             top_db=top_db, normalize=normalize,
@@ -175,76 +176,36 @@ class AudioFolderDataModule(StokerDataModule):
             freq_masks=freq_masks, freq_mask_width=freq_mask_width, time_masks=time_masks,
             time_mask_width=time_mask_width,
         )
-        self.max_bad_fraction = max_bad_fraction
-        self.verify = verify
-        self.quarantine = quarantine
         self.val_list = val_list
         self.test_list = test_list
         self.demo = demo
-        self.cache_dir = cache_dir
-        if demo and class_names is None:
-            from stoker.demo_audio import TONE_CLASSES
-
-            class_names = TONE_CLASSES  # the folders may not exist before prepare_data writes them
-        self._class_names = list(class_names) if class_names is not None else None
-        self.bad_files: dict[str, str] = {}
-        self.quarantined: list[str] = []
-        self.splits: dict[str, list[tuple[str, int]]] = {}
-        self.datasets: dict[str, AudioFileDataset] = {}
         self._features: dict[str, torch.nn.Module] = {}
 
-    # ----------------------------------------------------------------- self-description
-    @property
-    def class_names(self) -> list[str]:
-        if self._class_names is None:
-            self._class_names = audio_class_names(self.root)
-        return self._class_names
+    # ----------------------------------------------------------------- the audio specifics
+    def _discover_class_names(self) -> list[str]:
+        return audio_class_names(self.root)
 
-    # ----------------------------------------------------------------- Lightning hooks
+    def _index(self) -> FolderIndex:
+        return index_audio_folder(self.root, self.class_names)
+
+    def _find_bad(self, index: FolderIndex, relpaths: list[str], cache_path: Path) -> dict[str, str]:
+        # A cache file of its own: an audio check and an image check of one file may disagree.
+        return find_bad_audio(index.root, relpaths, num_workers=min(8, available_cores()),
+                              cache_path=cache_path.with_name(cache_path.stem + ".audio.json"))
+
+    def _build_dataset(self, root: Path, split: str, pairs: list[tuple[str, int]]) -> AudioFileDataset:
+        return AudioFileDataset(root, pairs, sample_rate=self.sample_rate, num_samples=self.num_samples,
+                                mode="random" if split == "train" else "center")
+
     def prepare_data(self) -> None:
         """Write the demo data when asked, then decode-check every file once per node."""
         self._build_demo()
-        if self.verify == "decode":
-            self._scan(index_audio_folder(self.root, self.class_names))
+        super().prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
         """Index the tree, exclude bad and quarantined files, split, and build the datasets."""
-        if self.datasets:
-            return
         self._build_demo()  # without a Trainer, prepare_data may never have run
-        index = index_audio_folder(self.root, self.class_names)
-        all_files = [rel for pairs in index.files.values() for rel, _ in pairs]
-        excluded = read_path_list(self.quarantine) if self.quarantine else set()
-        self.quarantined = sorted(rel for rel in all_files if rel in excluded)
-        self.bad_files = self._scan(index) if self.verify == "decode" else {}
-        self._check_bad_fraction(len(all_files))
-        drop = excluded | set(self.bad_files)
-        kept = {split: [(rel, y) for rel, y in pairs if rel not in drop] for split, pairs in index.files.items()}
-        self.splits = self._split(kept)
-        if not self.splits["train"]:
-            raise ValueError(f"no training audio left under {self.root!r} after the split and exclusions")
-        self.datasets = {
-            split: AudioFileDataset(index.root, pairs, sample_rate=self.sample_rate, num_samples=self.num_samples,
-                                    mode="random" if split == "train" else "center")
-            for split, pairs in self.splits.items()
-        }
-        self._report()
-
-    def train_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["train"], train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["val"], train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["test"], train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["test"] or self.datasets["val"], train=False)
-
-    def train_labels(self) -> list[int]:
-        """Labels of the training split in dataset order (available after ``setup``)."""
-        return self.datasets["train"].labels
+        super().setup(stage)
 
     # ----------------------------------------------------------------- device-side work
     def features_on(self, device: torch.device) -> torch.nn.Module:
@@ -284,24 +245,6 @@ class AudioFolderDataModule(StokerDataModule):
 
             build_audio_tones(self.root)  # fixed data seed: changing the split seed must not rewrite the files
 
-    def _scan(self, index: FolderIndex) -> dict[str, str]:
-        relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
-        cache = scan_cache_path(index.root, self.cache_dir)
-        return find_bad_audio(index.root, relpaths, num_workers=min(8, available_cores()),
-                              cache_path=cache.with_name(cache.stem + ".audio.json"))
-
-    def _check_bad_fraction(self, total: int) -> None:
-        if not self.bad_files:
-            return
-        fraction = len(self.bad_files) / max(1, total)
-        if fraction > self.max_bad_fraction:
-            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in list(self.bad_files.items())[:10])
-            raise ValueError(
-                f"{len(self.bad_files)} of {total} audio files under {self.root!r} ({fraction:.1%}) are unusable, "
-                f"more than max_bad_fraction={self.max_bad_fraction:.1%}. First ones:\n{listed}\n"
-                "Fix or remove them, or raise max_bad_fraction to train without them."
-            )
-
     def _listed(self, listing: str) -> set[str]:
         path = Path(listing).expanduser()
         if not path.is_absolute() and not path.is_file():
@@ -311,45 +254,25 @@ class AudioFolderDataModule(StokerDataModule):
         return {os.path.normpath(rel) for rel in read_path_list(path)}
 
     def _split(self, kept: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
-        pool = kept["all"] if "all" in kept else kept["train"]
-        out: dict[str, list[tuple[str, int]]] = {split: kept[split] for split in ("val", "test") if split in kept}
+        # Split lists (Speech Commands' validation_list.txt) take their files first; the rest is
+        # split like any other folder tree.
+        pool_key = "all" if "all" in kept else "train"
+        listed: dict[str, list[tuple[str, int]]] = {}
         for split, listing in (("val", self.val_list), ("test", self.test_list)):
             if listing:
                 names = self._listed(listing)
-                out[split] = out.get(split, []) + [pair for pair in pool if pair[0] in names]
-                pool = [pair for pair in pool if pair[0] not in names]
-        need_val = "val" not in out and self.val_fraction > 0
-        need_test = "test" not in out and self.test_fraction > 0
-        if need_val or need_test:
-            parts = stratified_split(
-                [rel for rel, _ in pool], [y for _, y in pool], seed=self.seed,
-                val_fraction=self.val_fraction if need_val else 0.0,
-                test_fraction=self.test_fraction if need_test else 0.0,
-            )
-            for split in ("val", "test"):
-                out.setdefault(split, [pool[i] for i in parts[split]])
-            pool = [pool[i] for i in parts["train"]]
-        return {"train": pool, "val": out.get("val", []), "test": out.get("test", [])}
-
-    def _report(self) -> None:
-        sizes = ", ".join(f"{split} {len(pairs)}" for split, pairs in self.splits.items())
-        rank_zero_info(f"{type(self).__name__}: {len(self.class_names)} classes; {sizes}")
-        if self.bad_files:
-            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in self.bad_files.items())
-            rank_zero_warn(f"excluded {len(self.bad_files)} unusable audio file(s) under {self.root!r}:\n{listed}")
-        if self.quarantined:
-            rank_zero_info(f"left out {len(self.quarantined)} quarantined file(s) listed in {self.quarantine!r}")
+                listed[split] = kept.get(split, []) + [pair for pair in kept[pool_key] if pair[0] in names]
+                kept = {**kept, pool_key: [pair for pair in kept[pool_key] if pair[0] not in names]}
+        if listed and pool_key == "all":
+            kept = {"train": kept["all"]}
+        return super()._split({**kept, **listed})
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(
-            root=os.fspath(self.root),
             sample_rate=self.sample_rate,
             clip_seconds=self.clip_seconds,
             features=dict(self.feature_kwargs),
             spec_augment=dict(self.augment_kwargs),
-            split_sizes={split: len(pairs) for split, pairs in self.splits.items()},
-            bad_files=[{"path": rel, "reason": reason} for rel, reason in self.bad_files.items()],
-            quarantined=self.quarantined,
         )
         return info

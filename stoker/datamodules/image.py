@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from stoker.datamodules.base import StokerDataModule
+from stoker.datamodules.folder import ClassFolderDataModule
 from stoker.image_folder import (
     FolderIndex,
     class_names_of,
     find_bad_images,
     index_folder,
-    read_path_list,
-    scan_cache_path,
 )
 from stoker.image_ops import read_image
 from stoker.image_transforms import (
@@ -29,8 +25,6 @@ from stoker.image_transforms import (
     train_transform,
 )
 from stoker.loader import available_cores
-from stoker.manifest import check_manifest_fingerprint, manifest_splits, splits_fingerprint
-from stoker.splits import split_folder_files, validate_fractions
 
 
 class ImageFileDataset(Dataset):
@@ -60,7 +54,7 @@ class ImageFileDataset(Dataset):
         return [label for _, label in self.samples]
 
 
-class ImageFolderDataModule(StokerDataModule):
+class ImageFolderDataModule(ClassFolderDataModule):
     """Image classification from a folder tree, decoded with torchvision on the CPU.
 
     Layouts: ``root/train/<class>/…`` with ``root/val/<class>/…`` (and optionally ``test``), or a
@@ -112,6 +106,7 @@ class ImageFolderDataModule(StokerDataModule):
 
     input_key = "image"
     target_key = "label"
+    media = "image"
 
     def __init__(
         self,
@@ -144,21 +139,11 @@ class ImageFolderDataModule(StokerDataModule):
         prefetch_factor: int = 2,
     ) -> None:
         super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            prefetch_factor=prefetch_factor,
-            seed=seed,
+            root, val_fraction=val_fraction, test_fraction=test_fraction, max_bad_fraction=max_bad_fraction,
+            verify=verify, quarantine=quarantine, manifest=manifest, strict_fingerprint=strict_fingerprint,
+            class_names=class_names, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
+            pin_memory=pin_memory, persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
         )
-        validate_fractions(val_fraction, test_fraction)
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
-        if verify not in ("decode", "none"):
-            raise ValueError(f"verify must be 'decode' or 'none', got {verify!r}")
-        self.root = root
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
         interpolation = "bilinear"
         if timm_model is not None:
             config = timm_input_config(timm_model)
@@ -173,116 +158,21 @@ class ImageFolderDataModule(StokerDataModule):
             interpolation=interpolation,
         )
         self.eval_transform = eval_transform(image_size, crop_pct=crop_pct, interpolation=interpolation)
-        self.max_bad_fraction = max_bad_fraction
-        self.verify = verify
-        self.quarantine = quarantine
-        self.manifest = manifest
-        self.strict_fingerprint = strict_fingerprint
-        self.cache_dir = cache_dir
-        self._class_names = list(class_names) if class_names is not None else None
-        self.bad_files: dict[str, str] = {}
-        self.quarantined: list[str] = []
-        self.splits: dict[str, list[tuple[str, int]]] = {}
-        self.datasets: dict[str, ImageFileDataset] = {}
 
-    # ----------------------------------------------------------------- self-description
-    @property
-    def class_names(self) -> list[str]:
-        if self._class_names is None:
-            self._class_names = class_names_of(self.root)
-        return self._class_names
+    # ----------------------------------------------------------------- the image specifics
+    def _discover_class_names(self) -> list[str]:
+        return class_names_of(self.root)
 
-    # ----------------------------------------------------------------- Lightning hooks
-    def prepare_data(self) -> None:
-        """Build the data when a subclass needs to, then decode-check every file once per node."""
-        if self.verify == "decode":
-            index = index_folder(self.root, self.class_names)
-            self._scan(index)
+    def _index(self) -> FolderIndex:
+        return index_folder(self.root, self.class_names)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Index the tree, exclude bad and quarantined files, split, and build the datasets."""
-        if self.datasets:
-            return
-        index = index_folder(self.root, self.class_names)
-        all_files = [rel for pairs in index.files.values() for rel, _ in pairs]
-        excluded = read_path_list(self.quarantine) if self.quarantine else set()
-        self.quarantined = sorted(rel for rel in all_files if rel in excluded)
-        self.bad_files = self._scan(index) if self.verify == "decode" else {}
-        self._check_bad_fraction(len(all_files))
-        drop = excluded | set(self.bad_files)
-        kept = {split: [(rel, y) for rel, y in pairs if rel not in drop] for split, pairs in index.files.items()}
-        self.splits = manifest_splits(self.manifest, kept, self.class_names) if self.manifest else self._split(kept)
-        root = index.root
-        self.datasets = {
-            split: ImageFileDataset(root, pairs, self.train_transform if split == "train" else self.eval_transform)
-            for split, pairs in self.splits.items()
-        }
-        if not self.splits["train"]:
-            raise ValueError(f"no training images left under {self.root!r} after the split and exclusions")
-        hashes_cache = scan_cache_path(root, self.cache_dir).with_suffix(".sha256.json")
-        self.record_fingerprint(splits_fingerprint(root, self.splits, self.class_names, cache_path=hashes_cache))
-        check_manifest_fingerprint(self.manifest, self.fingerprint or "")
-        self._report()
+    def _find_bad(self, index: FolderIndex, relpaths: list[str], cache_path: Path) -> dict[str, str]:
+        return find_bad_images(index.root, relpaths, num_workers=min(8, available_cores()), cache_path=cache_path)
 
-    def train_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["train"], train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["val"], train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["test"], train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.make_loader(self.datasets["test"] or self.datasets["val"], train=False)
-
-    def train_labels(self) -> list[int]:
-        """Labels of the training split in dataset order (available after ``setup``)."""
-        return self.datasets["train"].labels
-
-    # ----------------------------------------------------------------- internals
-    def _scan(self, index: FolderIndex) -> dict[str, str]:
-        relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
-        return find_bad_images(
-            index.root, relpaths, num_workers=min(8, available_cores()),
-            cache_path=scan_cache_path(index.root, self.cache_dir),
-        )
-
-    def _check_bad_fraction(self, total: int) -> None:
-        if not self.bad_files:
-            return
-        fraction = len(self.bad_files) / max(1, total)
-        if fraction > self.max_bad_fraction:
-            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in list(self.bad_files.items())[:10])
-            raise ValueError(
-                f"{len(self.bad_files)} of {total} image files under {self.root!r} ({fraction:.1%}) cannot be "
-                f"decoded, more than max_bad_fraction={self.max_bad_fraction:.1%}. First ones:\n{listed}\n"
-                "Fix or remove them, or raise max_bad_fraction to train without them."
-            )
-
-    def _split(self, kept: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, int]]]:
-        return split_folder_files(kept, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
-
-    def _report(self) -> None:
-        sizes = ", ".join(f"{split} {len(pairs)}" for split, pairs in self.splits.items())
-        rank_zero_info(f"{type(self).__name__}: {len(self.class_names)} classes; {sizes}")
-        if self.bad_files:
-            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in self.bad_files.items())
-            rank_zero_warn(f"excluded {len(self.bad_files)} undecodable file(s) under {self.root!r}:\n{listed}")
-        if self.quarantined:
-            rank_zero_info(f"left out {len(self.quarantined)} quarantined file(s) listed in {self.quarantine!r}")
+    def _build_dataset(self, root: Path, split: str, pairs: list[tuple[str, int]]) -> ImageFileDataset:
+        return ImageFileDataset(root, pairs, self.train_transform if split == "train" else self.eval_transform)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(
-            root=os.fspath(self.root),
-            image_size=self.image_size,
-            mean=list(self.mean or ()),
-            std=list(self.std or ()),
-            split_sizes={split: len(pairs) for split, pairs in self.splits.items()},
-            bad_files=[{"path": rel, "reason": reason} for rel, reason in self.bad_files.items()],
-            quarantined=self.quarantined,
-            manifest=self.manifest,
-            fingerprint=self.fingerprint,
-        )
+        info.update(image_size=self.image_size, mean=list(self.mean or ()), std=list(self.std or ()))
         return info
