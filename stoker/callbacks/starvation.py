@@ -1,0 +1,251 @@
+"""StarvationMonitor: how long the accelerator waits for data, per rank, with a verdict.
+
+The accelerator is starved when it has finished step N and step N+1's work has not been enqueued
+yet. On CUDA that gap is read from events on the GPU timeline (:mod:`stoker.gpu_idle`); on every
+run the host side is split into fetch wait, host-to-device transfer and step (:mod:`stoker.step_timing`).
+
+Where the fetch wait is measured, and why there: Lightning 2.6's training epoch loop brackets
+``next(data_fetcher)`` with its ``_on_before_fetch``/``_on_after_fetch`` methods (the profiler's
+``train_dataloader_next`` span) and hands them to the fetcher in ``on_run_start`` of every epoch.
+Wrapping those two bound methods on the loop instance (before the first epoch starts) times
+exactly that span and nothing else, whatever profiler is configured. Callback hooks alone could
+only time ``on_train_batch_end`` to the next ``on_train_batch_start``, which also holds the batch
+transfer and ``on_after_batch_transfer`` device work; that gap is kept as the fallback for loops
+without these methods, with the transfer then counted as fetch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from stoker.batch_stats import samples_in
+from stoker.gpu_idle import CudaGapTimer
+from stoker.loader import available_cores
+from stoker.starvation_report import LoaderInfo, MemoryUsage, format_summary, measure_memory
+from stoker.step_timing import RANK_FIELDS, PhaseTotals, RankAggregate, StepClock, aggregate_ranks, rank_row
+
+# Seconds between two memory samples (see StarvationMonitor._sample_memory).
+MEMORY_EVERY_S = 15.0
+
+
+class StarvationMonitor(Callback):
+    """Measures how long the accelerator waits for data and says what to change.
+
+    At every log interval each rank's figures over the interval are gathered (the only collective
+    this callback issues), logged through the Trainer's loggers and shown in the progress bar.
+    At the end of fit the whole run is summarised on rank zero: loading speed, starvation, fetch
+    and transfer time per step, first-batch latency, memory of the main process and its DataLoader
+    workers, a verdict (input-bound / balanced / compute-bound) and suggestions with numbers.
+
+    Logged metrics (``r`` is a rank, only with more than one rank):
+
+    - ``starvation/fraction``: mean over ranks of GPU idle fraction (CUDA) or host fetch fraction (CPU)
+    - ``starvation/fraction_max`` and ``starvation/slowest_rank``: the most starved rank
+    - ``starvation/fetch_fraction``: host fetch wait / host step time, mean over ranks
+    - ``starvation/gpu_idle_fraction``: idle / (idle + busy) on the GPU timeline (CUDA only)
+    - ``starvation/fetch_ms``, ``starvation/transfer_ms``, ``starvation/step_ms``: per step, mean over ranks
+    - ``starvation/first_batch_s``: latest first-batch latency (worker start-up), mean over ranks
+    - ``starvation/rank{r}``: each rank's starvation fraction
+    - progress bar: ``starved`` (the ``starvation/fraction`` value)
+
+    Args:
+        log_every_n_steps: Training steps between exchanges; ``None`` follows the Trainer's.
+        max_pending_events: CUDA event pairs allowed to wait for the device before the oldest is
+            waited on (see :class:`stoker.gpu_idle.CudaGapTimer`).
+        print_summary: Print the end-of-fit summary on rank zero.
+
+    Raises:
+        ValueError: When ``log_every_n_steps`` is below 1.
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[StarvationMonitor()])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, *, log_every_n_steps: int | None = None, max_pending_events: int = 64, print_summary: bool = True
+    ) -> None:
+        super().__init__()
+        if log_every_n_steps is not None and log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1 or None (the Trainer's), got {log_every_n_steps}")
+        self.log_every_n_steps = log_every_n_steps
+        self.max_pending_events = max_pending_events
+        self.print_summary = print_summary
+        self.clock = StepClock()
+        self._gpu = CudaGapTimer(enabled=False)
+        self._patched: tuple[Any, Any, Any] | None = None
+        self._every = 50
+        self._steps = 0
+        self._loader = LoaderInfo()
+        self._memory = MemoryUsage(0.0, 0.0, 0)
+        self._memory_at = -math.inf
+        self.history: list[dict[str, float]] = []
+        self.final: RankAggregate | None = None
+        self.summary: str | None = None
+
+    # ----------------------------------------------------------------- wiring
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        on_cuda = trainer.strategy.root_device.type == "cuda"
+        self._gpu = CudaGapTimer(max_pending=self.max_pending_events, enabled=on_cuda)
+        self._every = self.log_every_n_steps or _trainer_log_every(trainer)
+        self._wrap_fetch(trainer)
+
+    def _wrap_fetch(self, trainer: L.Trainer) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        before, after = getattr(loop, "_on_before_fetch", None), getattr(loop, "_on_after_fetch", None)
+        if not (callable(before) and callable(after)) or self._patched is not None:
+            return  # another Lightning version: the hook-gap fallback of StepClock applies
+        clock = self.clock
+
+        def timed_before() -> None:
+            clock.fetch_start()
+            before()
+
+        def timed_after() -> None:
+            after()
+            clock.fetch_end()
+
+        # Instance attributes shadow the bound methods; on_run_start hands these to the fetcher.
+        setattr(loop, "_on_before_fetch", timed_before)  # noqa: B010
+        setattr(loop, "_on_after_fetch", timed_after)  # noqa: B010
+        self._patched = (loop, timed_before, timed_after)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._patched is None:
+            return
+        loop, timed_before, timed_after = self._patched
+        # Drop only our instance attributes, so the class methods show through again.
+        if loop.__dict__.get("_on_before_fetch") is timed_before:
+            del loop._on_before_fetch
+        if loop.__dict__.get("_on_after_fetch") is timed_after:
+            del loop._on_after_fetch
+        self._patched = None
+
+    # ----------------------------------------------------------------- training hooks
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The first epoch's loader iterator (and its workers) was created just before this hook.
+        self.clock.epoch_start()
+        cores = available_cores() // max(1, trainer.num_devices)
+        self._loader = LoaderInfo.from_loader(
+            _first_loader(trainer.train_dataloader), cores_per_rank=cores, on_cuda=self._gpu.enabled
+        )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0 or self.clock.first_batch_s:
+            self.clock.epoch_start()
+        self._gpu.break_chain()  # the gap across an epoch boundary is start-up, reported separately
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.clock.batch_start()
+        self._gpu.step_start()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._gpu.step_end()
+        self.clock.batch_end(samples_in(batch, getattr(trainer, "datamodule", None)))
+        self._steps += 1
+        if self._steps % self._every == 0:
+            self._log(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation's device work and its own loader fall between two training steps: neither is
+        # a training fetch wait nor accelerator idle time.
+        self.clock.interrupt()
+        self._gpu.break_chain()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._gpu.drain()
+        self._collect_gpu()
+        self._sample_memory(force=True)
+        latencies = self.clock.first_batch_s
+        first = sum(latencies) / len(latencies) if latencies else math.nan
+        self.final = self._exchange(trainer, pl_module, self.clock.total, first)
+        self.summary = format_summary(self.final, self._loader, latencies, steps=self.clock.total.steps)
+        if trainer.is_global_zero and self.print_summary:
+            print(self.summary, flush=True)
+
+    # ----------------------------------------------------------------- aggregation
+    def _collect_gpu(self) -> None:
+        self._gpu.poll()
+        idle, busy = self._gpu.take()
+        if idle or busy:
+            self.clock.add_gpu(idle_s=idle, busy_s=busy)
+
+    def _sample_memory(self, *, force: bool = False) -> None:
+        # psutil lists this rank's children by scanning /proc (tens of ms on a busy node), so the
+        # sample is taken at most every MEMORY_EVERY_S seconds, and once more at the end.
+        clock = time.perf_counter()
+        if not force and clock - self._memory_at < MEMORY_EVERY_S:
+            return
+        self._memory_at = clock
+        now = measure_memory()
+        # Keep the peak: non-persistent workers are gone by the end of an epoch.
+        if now.main_mb + now.workers_mb >= self._memory.main_mb + self._memory.workers_mb:
+            self._memory = now
+
+    def _exchange(self, trainer: L.Trainer, pl_module: L.LightningModule, window: PhaseTotals,
+                  first_batch_s: float) -> RankAggregate:
+        row = rank_row(window, first_batch_s=first_batch_s, main_rss_mb=self._memory.main_mb,
+                       workers_rss_mb=self._memory.workers_mb, num_workers=self._loader.num_workers)
+        local = torch.tensor(row, dtype=torch.float64, device=pl_module.device)
+        gathered = trainer.strategy.all_gather(local)
+        rows = gathered.reshape(-1, len(RANK_FIELDS)).cpu().tolist()
+        return aggregate_ranks(rows)
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._collect_gpu()
+        self._sample_memory()
+        latest = self.clock.first_batch_s[-1] if self.clock.first_batch_s else math.nan
+        result = self._exchange(trainer, pl_module, self.clock.take_window(), latest)
+        metrics = {
+            "starvation/fraction": result.mean["starvation"],
+            "starvation/fraction_max": result.slowest_starvation,
+            "starvation/slowest_rank": float(result.slowest_rank),
+            "starvation/fetch_fraction": result.mean["fetch_fraction"],
+            "starvation/gpu_idle_fraction": result.mean["gpu_idle_fraction"],
+            "starvation/fetch_ms": result.mean["fetch_ms"],
+            "starvation/transfer_ms": result.mean["transfer_ms"],
+            "starvation/step_ms": result.mean["step_ms"],
+            "starvation/first_batch_s": result.mean["first_batch_s"],
+        }
+        if len(result.per_rank) > 1:
+            metrics.update({f"starvation/rank{r}": row["starvation"] for r, row in enumerate(result.per_rank)})
+        metrics = {key: value for key, value in metrics.items() if value == value}  # NaN: not measured here
+        self.history.append(metrics)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        if "starvation/fraction" in metrics:
+            # One small host-to-device copy per log interval; values are identical on every rank.
+            pl_module.log("starved", metrics["starvation/fraction"], prog_bar=True, logger=False,
+                          on_step=True, on_epoch=False)
+
+    # ----------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        return {"clock": self.clock.state_dict(), "steps": self._steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.clock.load_state_dict(state_dict["clock"])
+        self._steps = int(state_dict.get("steps", 0))
+
+
+def _first_loader(loaders: Any) -> Any:
+    """The first DataLoader among what ``trainer.train_dataloader`` returns (loader, list or dict)."""
+    if isinstance(loaders, dict):
+        return next(iter(loaders.values()), None)
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    return loaders
+
+
+def _trainer_log_every(trainer: L.Trainer) -> int:
+    """The Trainer's ``log_every_n_steps`` (set by its logger connector; 0 under ``barebones``: use 50)."""
+    return int(getattr(trainer, "log_every_n_steps", 0) or 50)

@@ -1,0 +1,55 @@
+"""Real 2-process CPU DDP (gloo) run of both monitors; rank 0 writes what they reported.
+
+Rank 1's batches cost more than rank 0's, so rank 1 must be named the slowest.
+Usage: python ddp_monitors.py --out OUT.json [--delay0 S] [--delay1 S] [--step S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from stoker.callbacks import DataThroughputMonitor, StarvationMonitor  # noqa: E402
+from tests.scripts.monitor_harness import PacedModel, paced_loader  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--delay0", type=float, default=0.002)
+    parser.add_argument("--delay1", type=float, default=0.04)
+    parser.add_argument("--step", type=float, default=0.02)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # two ranks on a small machine: see monitor_harness.run_paced
+    starvation = StarvationMonitor()
+    throughput = DataThroughputMonitor(window_size=3)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, log_every_n_steps=4,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[throughput, starvation],
+    )
+    loader = paced_loader(16, args.delay0, delay_by_rank={1: args.delay1})
+    trainer.fit(PacedModel(args.step), loader)
+    if trainer.global_rank == 0:
+        assert starvation.final is not None
+        result = {
+            "per_rank": starvation.final.per_rank,
+            "slowest_rank": starvation.final.slowest_rank,
+            "history": starvation.history,
+            "summary": starvation.summary,
+            "throughput_history": throughput.history,
+            "throughput_per_rank": throughput.final_per_rank,
+            "throughput_summary": throughput.summary,
+        }
+        Path(args.out).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""StarvationMonitor: accuracy against a known starvation, logging, resume, DDP and the CUDA path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+
+from stoker.callbacks import StarvationMonitor
+from stoker.datamodules import ImageFolderDataModule
+from tests.conftest import REPO, run_script
+from tests.scripts.monitor_harness import ListLogger, run_paced, true_starvation
+
+
+class ImageProbe(L.LightningModule):
+    """A linear layer on the mean colour: enough to train on image batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 2)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch["image"].mean(dim=(2, 3))).sum()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.layer(batch["image"].mean(dim=(2, 3)))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+# (injected fetch delay, known step time): true starvation 0%, 50% and 80%. Delays are tens of
+# milliseconds so that the few milliseconds Lightning adds per step stay well inside 5 points.
+SETTINGS = [(0.0, 0.05), (0.06, 0.06), (0.16, 0.04)]
+
+
+@pytest.mark.parametrize(("delay_s", "step_s"), SETTINGS)
+def test_reported_starvation_is_within_five_points(delay_s: float, step_s: float) -> None:
+    monitor = StarvationMonitor(print_summary=False)
+    run_paced(delay_s, step_s, num_batches=10, callbacks=[monitor])
+    assert monitor.final is not None
+    reported = monitor.final.mean["starvation"]
+    truth = true_starvation(delay_s, step_s)
+    assert abs(reported - truth) <= 0.05, f"reported {reported:.3f} for a true {truth:.3f}"
+    # The fetch figure holds the dataset's sleep (never shorter) and none of the step.
+    assert 1000 * delay_s <= monitor.final.mean["fetch_ms"] < 1000 * (delay_s + step_s)
+
+
+def test_logs_through_loggers_and_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    logger = ListLogger()
+    monitor = StarvationMonitor()
+    trainer = run_paced(0.03, 0.01, num_batches=9, callbacks=[monitor], logger=logger, log_every_n_steps=4)
+    logged = [metrics for _, metrics in logger.logged if "starvation/fraction" in metrics]
+    assert len(logged) == 2  # steps 4 and 8
+    assert logged[-1]["starvation/fetch_ms"] > 20
+    assert "starvation/gpu_idle_fraction" not in logged[-1]  # CPU run: no device timeline
+    assert "starvation/rank0" not in logged[-1]  # per-rank keys only with several ranks
+    assert trainer.progress_bar_metrics["starved"] == pytest.approx(logged[-1]["starvation/fraction"])
+    out = capsys.readouterr().out
+    assert "stoker StarvationMonitor summary" in out
+    assert "verdict: input-bound" in out
+    assert "first-batch latency: epoch 1" in out and "memory (rank 0): main process" in out
+    # The fetch hooks of the loop are restored after fit.
+    assert "_on_before_fetch" not in trainer.fit_loop.epoch_loop.__dict__
+
+
+def test_compute_bound_run_says_so() -> None:
+    monitor = StarvationMonitor(print_summary=False)
+    run_paced(0.0, 0.02, num_batches=8, callbacks=[monitor])
+    assert monitor.summary is not None
+    assert "verdict: compute-bound" in monitor.summary
+    assert "will not speed this run up" in monitor.summary
+
+
+def test_totals_survive_a_checkpoint(tmp_path: Path) -> None:
+    first = StarvationMonitor(print_summary=False)
+    run_paced(0.02, 0.01, num_batches=6, callbacks=[first])
+    resumed = StarvationMonitor(print_summary=False)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.clock.total == first.clock.total
+    run_paced(0.02, 0.01, num_batches=6, callbacks=[resumed])
+    assert resumed.clock.total.steps == first.clock.total.steps + 5
+    assert len(resumed.clock.first_batch_s) == 2
+
+
+def test_image_datamodule_with_workers_and_epochs(image_tree: Any) -> None:
+    root = image_tree({"a": 12, "b": 12}, size=(20, 24))
+    dm = ImageFolderDataModule(root, batch_size=4, num_workers=1, persistent_workers=False, image_size=16,
+                               val_fraction=0.25)
+    model = ImageProbe()
+    monitor = StarvationMonitor(print_summary=False)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor],
+                        num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    assert len(monitor.clock.first_batch_s) == 2  # one start-up latency per epoch
+    assert monitor.clock.total.samples == 4 * monitor.clock.total.steps  # counted by batch_size_of
+    assert monitor.final is not None and monitor.final.per_rank[0]["num_workers"] == 1
+
+
+def test_bad_arguments_name_the_fix() -> None:
+    with pytest.raises(ValueError, match="log_every_n_steps must be >= 1 or None"):
+        StarvationMonitor(log_every_n_steps=0)
+
+
+@pytest.mark.ddp
+def test_two_ranks_report_per_rank_figures_and_name_the_slowest() -> None:
+    result = run_script(REPO / "tests" / "scripts" / "ddp_monitors.py", "--delay0", "0.002", "--delay1", "0.04")
+    per_rank = result["per_rank"]
+    assert len(per_rank) == 2
+    assert per_rank[1]["fetch_ms"] > per_rank[0]["fetch_ms"] + 20  # rank 1's batches cost 38 ms more
+    assert result["slowest_rank"] == 1
+    assert "(rank 1)" in result["summary"] and "rank 1 waits" in result["summary"]
+    last = result["history"][-1]
+    assert last["starvation/slowest_rank"] == 1.0
+    assert last["starvation/rank1"] > last["starvation/rank0"]
+    assert last["starvation/fraction"] == pytest.approx((last["starvation/rank0"] + last["starvation/rank1"]) / 2)
+    throughput = result["throughput_per_rank"]
+    assert [row["batches"] for row in throughput] == [8.0, 8.0]  # 16 batches split over two ranks
+    assert "throughput/rank1/samples_per_sec" in result["throughput_history"][-1]
+
+
+@pytest.mark.cuda
+def test_cuda_events_measure_gpu_idle() -> None:
+    monitor = StarvationMonitor(print_summary=False)
+    run_paced(0.05, 0.02, num_batches=10, callbacks=[monitor], accelerator="cuda")
+    assert monitor.final is not None
+    # The paced step sleeps on the host, so the GPU is idle almost all of the time.
+    assert monitor.final.mean["gpu_idle_fraction"] > 0.5
+    assert monitor.history and "starvation/gpu_idle_fraction" in monitor.history[-1]
