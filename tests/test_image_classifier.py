@@ -35,3 +35,30 @@ def test_uint8_images_and_unknown_models_are_explained() -> None:
         model.training_step({"image": torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "label": torch.tensor([0])}, 0)
     with pytest.raises(ValueError, match="timm does not know a model named 'resnet_nope'"):
         ImageClassifier("resnet_nope", num_classes=2)
+
+
+def test_soft_targets_are_not_smoothed_twice_and_class_weights_apply() -> None:
+    logits = torch.randn(4, 3)
+    soft = torch.softmax(torch.randn(4, 3), dim=1)
+    torch.testing.assert_close(soft_target_loss(logits, soft, label_smoothing=0.3), soft_target_loss(logits, soft))
+    labels = torch.tensor([0, 1, 2, 2])
+    weight = torch.tensor([1.0, 1.0, 0.0])
+    expected = torch.nn.functional.cross_entropy(logits[:2], labels[:2])
+    torch.testing.assert_close(soft_target_loss(logits, labels, weight=weight), expected)
+
+
+def test_class_weighted_loss_needs_class_weights_from_the_datamodule() -> None:
+    import lightning as L
+
+    from stoker.datamodules.base import StokerDataModule
+
+    class NoWeights(StokerDataModule):
+        input_key = "image"
+
+        def train_dataloader(self):
+            return [{"image": torch.randn(2, 3, 16, 16), "label": torch.tensor([0, 1])}]
+
+    model = ImageClassifier("resnet10t", num_classes=2, class_weighted_loss=True)
+    trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match="class_weighted_loss=True needs a DataModule with class_weights"):
+        trainer.fit(model, datamodule=NoWeights(num_workers=0))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from stoker.models.image import soft_target_loss, top1_accuracy
+from stoker.models.classifier import StokerClassifier
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -39,7 +36,7 @@ class _SpectrogramCNN(nn.Module):
         return self.head(pooled)
 
 
-class AudioClassifier(L.LightningModule):
+class AudioClassifier(StokerClassifier):
     """Clip classification from log-mel spectrograms ``[N, 1, n_mels, frames]`` in stoker's dict batches.
 
     The spectrogram is made on the device by the audio DataModule; raw waveforms ``[N, T]`` are
@@ -53,7 +50,8 @@ class AudioClassifier(L.LightningModule):
         channels: Widths of the CNN's conv blocks (each block halves both spectrogram axes).
         pretrained: Load timm's pretrained weights (downloads them; only for a timm backbone).
         drop_rate: Dropout before the classifier.
-        label_smoothing: Label smoothing for integer labels.
+        label_smoothing: Label smoothing for integer labels (soft targets carry their own).
+        class_weighted_loss: Weight the loss by the DataModule's ``class_weights``.
         optimizer: Optimizer factory; LightningCLI sets it with ``--optimizer``.
         scheduler: Learning-rate scheduler factory, stepped every epoch.
 
@@ -65,6 +63,8 @@ class AudioClassifier(L.LightningModule):
         model = AudioClassifier(num_classes=dm.num_classes)
     """
 
+    default_input_key = "audio"
+
     def __init__(
         self,
         num_classes: int = 2,
@@ -74,10 +74,12 @@ class AudioClassifier(L.LightningModule):
         pretrained: bool = False,
         drop_rate: float = 0.1,
         label_smoothing: float = 0.0,
+        class_weighted_loss: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(label_smoothing=label_smoothing, class_weighted_loss=class_weighted_loss,
+                         optimizer=optimizer, scheduler=scheduler)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -94,13 +96,6 @@ class AudioClassifier(L.LightningModule):
             self.model = timm.create_model(
                 backbone, pretrained=pretrained, num_classes=num_classes, in_chans=1, drop_rate=drop_rate
             )
-        self.label_smoothing = label_smoothing
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-
-    def _keys(self) -> tuple[str, str]:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(datamodule, "input_key", "audio"), getattr(datamodule, "target_key", None) or "label"
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         if spec.ndim == 3:  # [N, n_mels, frames] from a feature pipeline without a channel axis
@@ -112,32 +107,3 @@ class AudioClassifier(L.LightningModule):
                 "AudioFolderDataModule (a plain DataLoader must apply stoker.audio_features.LogMelFeatures)"
             )
         return self.model(spec)
-
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        input_key, target_key = self._keys()
-        spec, target = batch[input_key], batch[target_key]
-        logits = self(spec)
-        loss = soft_target_loss(logits, target, self.label_smoothing)
-        size = spec.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "train", batch_size=size, sync_dist=stage != "train")
-        self.log(f"{stage}/acc", top1_accuracy(logits, target), prog_bar=True, batch_size=size,
-                 sync_dist=stage != "train")
-        return loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self(batch[self._keys()[0]]).softmax(dim=1)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
