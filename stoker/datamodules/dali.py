@@ -1,0 +1,369 @@
+"""ImageNet-style DataModule on NVIDIA DALI: JPEG decoding on the GPU, sharded by rank."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from stoker._imports import require
+from stoker.dali_pipeline import DALIBatches, PipelineSpec, ShardPlan, dali_unreadable, split_file_lists
+from stoker.datamodules.base import StokerDataModule
+from stoker.image_folder import (
+    FolderIndex,
+    class_names_of,
+    find_bad_images,
+    index_folder,
+    read_path_list,
+    scan_cache_path,
+)
+from stoker.image_transforms import IMAGENET_MEAN, IMAGENET_STD
+from stoker.loader import available_cores, local_world_size
+from stoker.splits import validate_fractions
+
+_DECODE_DEVICES = ("auto", "mixed", "cpu")
+
+
+class DALIImageNetDataModule(StokerDataModule):
+    """Image classification from a folder tree, decoded by NVIDIA DALI (GPU, or CPU-only mode).
+
+    Same trees, splits, exclusions and batch contract as
+    :class:`~stoker.datamodules.ImageFolderDataModule`, so models, callbacks and recipes work
+    unchanged: ``{"image": uint8 [N, 3, S, S], "label": int64 [N], "index": int64 [N]}``, then
+    normalized float on the device. ``index`` is the sample's position in its split, read back from
+    DALI's file reader, so it names exactly the file each row came from.
+
+    Training reads a global permutation per epoch, cut into one shard per rank
+    (``shard_id``/``num_shards``), decodes a random crop (``decoders.image_random_crop``: on the GPU
+    with ``device="mixed"`` when the Trainer runs on CUDA, otherwise on the CPU with
+    ``device_id=None``), resizes it to ``image_size`` and flips it at random. Evaluation resizes the
+    shorter side to ``image_size / crop_pct`` and center-crops. Every rank gets the same number of
+    batches: the file list is padded to a multiple of the world size (the repeats are reported in
+    :meth:`describe`), training drops each shard's last partial batch, evaluation trims it.
+
+    DALI cannot skip a corrupt file mid-epoch, so every file is decode-checked up front by the same
+    scan as the image-folder DataModule (cached), and bad, quarantined and GIF files (which DALI does
+    not decode) are left out and reported in :attr:`bad_files` and :attr:`quarantined`.
+
+    Resuming: epoch ``e`` is seeded from ``(seed, e)``, so a run resumed at an epoch boundary reads
+    the same order and draws as an uninterrupted one. The training iterable is stateful (Lightning
+    saves ``{"epoch", "batches"}`` with the loops); resumed mid-epoch, the batches already trained
+    are decoded again and skipped, so the rest of the epoch is exactly what an uninterrupted run
+    would have read, at the cost of that decoding.
+
+    Args:
+        root: Dataset root: ``root/train/<class>/…`` with ``root/val/<class>/…`` (ImageNet), or one
+            ``root/<class>/…`` folder split by a seeded per-class hash.
+        batch_size: Samples per batch per rank.
+        image_size: Side of the square training and evaluation crops.
+        num_threads: DALI CPU threads per rank (``None``: the cores available per local rank).
+        hw_decoder_load: Share of JPEGs sent to the hardware decoder of A100/H100-class GPUs (0-1).
+        seed: Seeds the split, the shuffle (same on every rank) and augmentation (per rank).
+        decode_device: ``"auto"`` (GPU when the Trainer runs on CUDA), ``"mixed"`` or ``"cpu"``.
+        val_fraction: Per-class fraction held out for validation when the tree has no ``val`` folder.
+        test_fraction: Per-class fraction held out for testing when the tree has no ``test`` folder.
+        mean: Per-channel mean in ``[0, 1]`` for the device normalization.
+        std: Per-channel standard deviation in ``[0, 1]``.
+        crop_pct: Evaluation center-crop fraction.
+        scale: Training random crop's area range.
+        ratio: Training random crop's aspect-ratio range.
+        hflip: Probability of a horizontal flip in training.
+        channels_last: Hand the model channels_last float images.
+        max_bad_fraction: Largest tolerated fraction of excluded (undecodable) files.
+        verify: ``"decode"`` checks every file by decoding it; ``"none"`` trusts the files (a corrupt
+            one then stops DALI mid-epoch).
+        quarantine: A file listing paths (relative to ``root``) to leave out, e.g. from ``stoker scan``.
+        class_names: Fix the class list (and order) instead of reading it from the folders.
+        cache_dir: Where scan results are cached (default ``~/.cache/stoker``).
+        prefetch_queue_depth: Batches DALI prepares ahead of the training step.
+
+    Raises:
+        ModuleNotFoundError: DALI is not installed (``pip install 'stoker[dali]'``).
+
+    Example::
+
+        dm = DALIImageNetDataModule("/data/imagenet", batch_size=256, image_size=224)
+        trainer.fit(ImageClassifier("resnet50", num_classes=dm.num_classes), datamodule=dm)
+    """
+
+    input_key = "image"
+    target_key = "label"
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        batch_size: int = 64,
+        image_size: int = 224,
+        num_threads: int | None = None,
+        hw_decoder_load: float = 0.65,
+        seed: int = 0,
+        decode_device: str = "auto",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        crop_pct: float = 0.875,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        channels_last: bool = False,
+        max_bad_fraction: float = 0.01,
+        verify: str = "decode",
+        quarantine: str | None = None,
+        class_names: list[str] | None = None,
+        cache_dir: str | None = None,
+        prefetch_queue_depth: int = 2,
+    ) -> None:
+        require("dali", "DALIImageNetDataModule")
+        # DataLoader workers do not exist here: DALI runs its own threads (num_threads).
+        super().__init__(batch_size=batch_size, num_workers=0, persistent_workers=False, seed=seed)
+        validate_fractions(val_fraction, test_fraction)
+        _check_args(image_size, num_threads, hw_decoder_load, decode_device, crop_pct, scale, ratio, hflip,
+                    max_bad_fraction, verify, prefetch_queue_depth)
+        self.root = root
+        self.image_size = image_size
+        self.num_threads = num_threads
+        self.hw_decoder_load = hw_decoder_load
+        self.decode_device = decode_device
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.crop_pct = crop_pct
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.hflip = hflip
+        self.channels_last = channels_last
+        self.max_bad_fraction = max_bad_fraction
+        self.verify = verify
+        self.quarantine = quarantine
+        self.cache_dir = cache_dir
+        self.prefetch_queue_depth = prefetch_queue_depth
+        self._class_names = list(class_names) if class_names is not None else None
+        self.bad_files: dict[str, str] = {}
+        self.quarantined: list[str] = []
+        self.splits: dict[str, list[tuple[str, int]]] = {}
+        self._file_root = ""
+        self._loaders: dict[tuple[str, int, int, str], DALIBatches] = {}
+
+    # ----------------------------------------------------------------- self-description
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            self._class_names = class_names_of(self.root)
+        return self._class_names
+
+    def train_labels(self) -> list[int]:
+        """Labels of the training split in file-list order (available after ``setup``)."""
+        return [label for _, label in self.splits["train"]]
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Decode-check every file once per node (the result is cached for ``setup`` on every rank)."""
+        if self.verify == "decode":
+            self._scan(index_folder(self.root, self.class_names))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index the tree, leave out bad, quarantined and DALI-unreadable files, and split."""
+        if self.splits:
+            return
+        index = index_folder(self.root, self.class_names)
+        all_files = [rel for pairs in index.files.values() for rel, _ in pairs]
+        excluded = read_path_list(self.quarantine) if self.quarantine else set()
+        self.quarantined = sorted(rel for rel in all_files if rel in excluded)
+        bad = self._scan(index) if self.verify == "decode" else {}
+        bad.update({rel: why for rel, why in dali_unreadable(all_files).items() if rel not in bad})
+        self.bad_files = dict(sorted(bad.items()))
+        self._check_bad_fraction(len(all_files))
+        drop = excluded | set(self.bad_files)
+        kept = {split: [(rel, y) for rel, y in pairs if rel not in drop] for split, pairs in index.files.items()}
+        self.splits = split_file_lists(kept, seed=self.seed, val_fraction=self.val_fraction,
+                                       test_fraction=self.test_fraction)
+        self._file_root = os.fspath(index.root)
+        if not self.splits["train"]:
+            raise ValueError(f"no training images left under {self.root!r} after the split and exclusions")
+        self._report()
+
+    def train_dataloader(self) -> DALIBatches:
+        return self.batches("train")
+
+    def val_dataloader(self) -> DALIBatches | list[Any]:
+        # An empty list tells Lightning there is no validation, as a missing split should.
+        return self.batches("val") if self.splits.get("val") else []
+
+    def test_dataloader(self) -> DALIBatches | list[Any]:
+        return self.batches("test") if self.splits.get("test") else []
+
+    def predict_dataloader(self) -> DALIBatches | list[Any]:
+        return self.batches("test" if self.splits.get("test") else "val") if self.splits else []
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Release the DALI pipelines (threads, pinned and device buffers)."""
+        for loader in self._loaders.values():
+            loader.close()
+        self._loaders.clear()
+
+    # ----------------------------------------------------------------- the iterable
+    def batches(self, split: str, *, rank: int | None = None, world_size: int | None = None,
+                decode_device: str | None = None) -> DALIBatches:
+        """The DALI iterable of one split on one rank (``rank``/``world_size`` default to the Trainer's).
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+            rank: Shard to read (the global rank).
+            world_size: Number of shards.
+            decode_device: Overrides the DataModule's ``decode_device``.
+
+        Raises:
+            ValueError: ``setup`` has not run, the split is unknown or empty, or ``rank`` is out of range.
+        """
+        if not self.splits:
+            raise ValueError("call setup() before asking for batches: the file lists are built there")
+        if split not in self.splits or not self.splits[split]:
+            raise ValueError(f"split {split!r} is empty or unknown; sizes: {self._sizes()}")
+        trainer = self.trainer
+        rank = (trainer.global_rank if trainer is not None else 0) if rank is None else rank
+        world_size = (trainer.world_size if trainer is not None else 1) if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        device, device_id, target = self._resolve_device(decode_device or self.decode_device)
+        key = (split, rank, world_size, device)
+        if key not in self._loaders:
+            pairs = self.splits[split]
+            spec = self._spec([rel for rel, _ in pairs], train=split == "train", world_size=world_size,
+                              device=device, device_id=device_id)
+            progress = self._train_progress if split == "train" and trainer is not None else None
+            self._loaders[key] = DALIBatches(
+                spec, [y for _, y in pairs], shard_id=rank, seed=self.seed, progress=progress, device=target,
+                input_key=self.input_key, target_key=self.target_key or "label",
+            )
+        return self._loaders[key]
+
+    def plan(self, split: str, world_size: int = 1) -> ShardPlan:
+        """Padding, batches per rank and dropped samples of a split (after ``setup``)."""
+        return ShardPlan(len(self.splits[split]), world_size, self.batch_size, drop_last=split == "train")
+
+    # ----------------------------------------------------------------- internals
+    def _spec(self, files: list[str], *, train: bool, world_size: int, device: str,
+              device_id: int | None) -> PipelineSpec:
+        threads = self.num_threads or max(1, available_cores() // self._ranks_per_node())
+        return PipelineSpec(
+            file_root=self._file_root, files=tuple(files), train=train, image_size=self.image_size,
+            resize_shorter=int(round(self.image_size / self.crop_pct)), scale=self.scale, ratio=self.ratio,
+            hflip=self.hflip, device=device, device_id=device_id, num_threads=threads,
+            batch_size=self.batch_size, num_shards=world_size, hw_decoder_load=self.hw_decoder_load,
+            prefetch_queue_depth=self.prefetch_queue_depth,
+        )
+
+    def _ranks_per_node(self) -> int:
+        trainer = self.trainer
+        return max(1, trainer.num_devices) if trainer is not None else local_world_size()
+
+    def _resolve_device(self, decode_device: str) -> tuple[str, int | None, torch.device | None]:
+        """``(DALI decoder device, DALI device_id, torch device of the output)``."""
+        if decode_device not in _DECODE_DEVICES:
+            raise ValueError(f"decode_device must be one of {_DECODE_DEVICES}, got {decode_device!r}")
+        trainer = self.trainer
+        root = trainer.strategy.root_device if trainer is not None else None
+        on_cuda = root.type == "cuda" if root is not None else torch.cuda.is_available()
+        if decode_device == "cpu" or (decode_device == "auto" and not on_cuda):
+            return "cpu", None, None  # DALI's CPU-only mode: no CUDA context is created
+        if not torch.cuda.is_available():
+            raise ValueError("decode_device='mixed' decodes on the GPU, but CUDA is not available; use 'cpu' or 'auto'")
+        cuda = root if root is not None and root.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+        index = cuda.index if cuda.index is not None else torch.cuda.current_device()
+        return "mixed", index, torch.device("cuda", index)
+
+    def _train_progress(self) -> tuple[int, int]:
+        """``(epoch to read next, batches trained in the current epoch)`` from the Trainer's fit loop."""
+        trainer = self.trainer
+        assert trainer is not None  # only installed when a Trainer is attached
+        # "processed" counters: the epoch one is what Lightning itself passes to set_epoch (it is
+        # already the next epoch when restoring an end-of-epoch checkpoint, where current_epoch is
+        # not yet); the batch one counts steps that ran ("completed" lags by one at batch end).
+        epochs = trainer.fit_loop.epoch_progress.current
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current
+        epoch = int(getattr(epochs, "processed", epochs.completed))
+        return epoch, int(getattr(batches, "processed", batches.completed))
+
+    def _scan(self, index: FolderIndex) -> dict[str, str]:
+        relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
+        return find_bad_images(index.root, relpaths, num_workers=min(8, available_cores()),
+                               cache_path=scan_cache_path(index.root, self.cache_dir))
+
+    def _check_bad_fraction(self, total: int) -> None:
+        fraction = len(self.bad_files) / max(1, total)
+        if self.bad_files and fraction > self.max_bad_fraction:
+            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in list(self.bad_files.items())[:10])
+            raise ValueError(
+                f"{len(self.bad_files)} of {total} image files under {self.root!r} ({fraction:.1%}) cannot be "
+                f"decoded by DALI, more than max_bad_fraction={self.max_bad_fraction:.1%}. First ones:\n{listed}\n"
+                "Fix or remove them, or raise max_bad_fraction to train without them."
+            )
+
+    def _sizes(self) -> dict[str, int]:
+        return {split: len(pairs) for split, pairs in self.splits.items()}
+
+    def _report(self) -> None:
+        sizes = ", ".join(f"{split} {n}" for split, n in self._sizes().items())
+        rank_zero_info(f"{type(self).__name__}: {len(self.class_names)} classes; {sizes}")
+        if self.bad_files:
+            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in self.bad_files.items())
+            rank_zero_warn(f"excluded {len(self.bad_files)} file(s) DALI cannot decode under {self.root!r}:\n{listed}")
+        if self.quarantined:
+            rank_zero_info(f"left out {len(self.quarantined)} quarantined file(s) listed in {self.quarantine!r}")
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        info.update(
+            root=os.fspath(self.root), image_size=self.image_size, mean=list(self.mean or ()),
+            std=list(self.std or ()), decode_device=self.decode_device, num_threads=self.num_threads,
+            split_sizes=self._sizes(),
+            bad_files=[{"path": rel, "reason": reason} for rel, reason in self.bad_files.items()],
+            quarantined=self.quarantined,
+        )
+        for split, pairs in self.splits.items():
+            if pairs:
+                plan = self.plan(split, world_size)
+                info[f"{split}_batches_per_rank"] = plan.batches
+                info[f"{split}_padding"] = plan.padding  # samples read twice per epoch across ranks
+                info[f"{split}_dropped_per_rank"] = plan.dropped
+        return info
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DALI pipelines hold threads and device buffers: they never travel in a pickle.
+        state = super().__getstate__()
+        state["_loaders"] = {}
+        return state
+
+
+def _check_args(image_size: int, num_threads: int | None, hw_decoder_load: float, decode_device: str,
+                crop_pct: float, scale: tuple[float, float], ratio: tuple[float, float], hflip: float,
+                max_bad_fraction: float, verify: str, prefetch_queue_depth: int) -> None:
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or None (the cores per rank), got {num_threads}")
+    if not 0.0 <= hw_decoder_load <= 1.0:
+        raise ValueError(f"hw_decoder_load is a share of the JPEGs in [0, 1], got {hw_decoder_load}")
+    if decode_device not in _DECODE_DEVICES:
+        raise ValueError(f"decode_device must be one of {_DECODE_DEVICES}, got {decode_device!r}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    if not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise ValueError(f"scale must be an area range 0 < low <= high <= 1, got {tuple(scale)}")
+    if not 0.0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must be an aspect-ratio range 0 < low <= high, got {tuple(ratio)}")
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+    if verify not in ("decode", "none"):
+        raise ValueError(f"verify must be 'decode' or 'none', got {verify!r}")
+    if prefetch_queue_depth < 1:
+        raise ValueError(f"prefetch_queue_depth must be >= 1, got {prefetch_queue_depth}")
