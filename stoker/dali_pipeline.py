@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from stoker.splits import stratified_split
-
 # DALI's image decoders read JPEG, PNG, BMP, TIFF, PNM, JPEG 2000 and WebP, but not GIF, which the
 # torchvision path accepts. DALI cannot skip a sample mid-epoch, so such files are excluded up front.
 _DALI_UNREADABLE_SUFFIXES: frozenset[str] = frozenset({".gif"})
@@ -398,34 +396,6 @@ class DALIBatches:
         """Release the pipeline (its threads and buffers)."""
         self._pipe = None
         self._aligned = False
-
-
-def split_file_lists(
-    files: dict[str, list[tuple[str, int]]], *, seed: int, val_fraction: float, test_fraction: float
-) -> dict[str, list[tuple[str, int]]]:
-    """Train/val/test lists from a folder index, the same way the image-folder DataModule splits.
-
-    A tree with its own ``val``/``test`` folders keeps them; a single-folder tree (``"all"``) or a
-    missing split is carved out of the training pool by :func:`stoker.splits.stratified_split`.
-    """
-    out: dict[str, list[tuple[str, int]]] = {}
-    if "all" in files:
-        pool = files["all"]
-    else:
-        pool = files["train"]
-        out.update({split: files[split] for split in ("val", "test") if split in files})
-    need_val = "val" not in out and val_fraction > 0
-    need_test = "test" not in out and test_fraction > 0
-    if need_val or need_test:
-        parts = stratified_split(
-            [rel for rel, _ in pool], [y for _, y in pool], seed=seed,
-            val_fraction=val_fraction if need_val else 0.0, test_fraction=test_fraction if need_test else 0.0,
-        )
-        for split in ("val", "test"):
-            if split not in out:
-                out[split] = [pool[i] for i in parts[split]]
-        pool = [pool[i] for i in parts["train"]]
-    return {"train": pool, "val": out.get("val", []), "test": out.get("test", [])}
 
 
 def dali_unreadable(relpaths: list[str]) -> dict[str, str]:

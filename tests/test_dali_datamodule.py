@@ -158,7 +158,7 @@ def test_corrupt_quarantined_and_gif_files_are_left_out_and_reported(tmp_path: P
     quarantine.write_text(f"{paths[9].relative_to(root)}\n")
     dm = DALIImageNetDataModule(str(root), val_fraction=0.25, max_bad_fraction=0.2, quarantine=str(quarantine),
                                 **TINY)
-    with pytest.warns(UserWarning, match=r"excluded 2 file\(s\) DALI cannot decode"):
+    with pytest.warns(UserWarning, match=r"excluded 2 unusable image file\(s\)"):
         dm.setup("fit")
     corrupt, gif, held = str(paths[0].relative_to(root)), "b/anim.gif", str(paths[9].relative_to(root))
     assert set(dm.bad_files) == {corrupt, gif} and "JPEG" in dm.bad_files[corrupt]
@@ -169,7 +169,7 @@ def test_corrupt_quarantined_and_gif_files_are_left_out_and_reported(tmp_path: P
     for split in ("train", "val"):  # DALI reads every remaining file without failing
         assert sum(len(b["index"]) for b in dm.batches(split)) > 0
     strict = DALIImageNetDataModule(str(root), **TINY)
-    with pytest.raises(ValueError, match=r"2 of 17 image files .* cannot be decoded by DALI, more than max_bad"):
+    with pytest.raises(ValueError, match=r"2 of 17 image files .* are unusable, more than max_bad"):
         strict.setup("fit")
 
 

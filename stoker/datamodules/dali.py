@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from stoker._imports import require
-from stoker.dali_pipeline import DALIBatches, PipelineSpec, ShardPlan, dali_unreadable, split_file_lists
-from stoker.datamodules.base import StokerDataModule
+from stoker.dali_pipeline import DALIBatches, PipelineSpec, ShardPlan, dali_unreadable
+from stoker.datamodules.folder import ClassFolderDataModule
 from stoker.image_folder import (
     FolderIndex,
     class_names_of,
     find_bad_images,
     index_folder,
-    read_path_list,
-    scan_cache_path,
 )
 from stoker.image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from stoker.loader import available_cores, local_world_size
-from stoker.splits import validate_fractions
 
 _DECODE_DEVICES = ("auto", "mixed", "cpu")
 
 
-class DALIImageNetDataModule(StokerDataModule):
+class DALIImageNetDataModule(ClassFolderDataModule):
     """Image classification from a folder tree, decoded by NVIDIA DALI (GPU, or CPU-only mode).
 
     Same trees, splits, exclusions and batch contract as
@@ -89,6 +86,7 @@ class DALIImageNetDataModule(StokerDataModule):
     """
 
     input_key = "image"
+    media = "image"
     target_key = "label"
 
     def __init__(
@@ -113,23 +111,26 @@ class DALIImageNetDataModule(StokerDataModule):
         max_bad_fraction: float = 0.01,
         verify: str = "decode",
         quarantine: str | None = None,
+        manifest: str | None = None,
+        strict_fingerprint: bool = False,
         class_names: list[str] | None = None,
         cache_dir: str | None = None,
         prefetch_queue_depth: int = 2,
     ) -> None:
         require("dali", "DALIImageNetDataModule")
         # DataLoader workers do not exist here: DALI runs its own threads (num_threads).
-        super().__init__(batch_size=batch_size, num_workers=0, persistent_workers=False, seed=seed)
-        validate_fractions(val_fraction, test_fraction)
+        super().__init__(
+            root, val_fraction=val_fraction, test_fraction=test_fraction, max_bad_fraction=max_bad_fraction,
+            verify=verify, quarantine=quarantine, manifest=manifest, strict_fingerprint=strict_fingerprint,
+            class_names=class_names, cache_dir=cache_dir, batch_size=batch_size, num_workers=0, pin_memory=None,
+            persistent_workers=False, prefetch_factor=2, seed=seed,
+        )
         _check_args(image_size, num_threads, hw_decoder_load, decode_device, crop_pct, scale, ratio, hflip,
                     max_bad_fraction, verify, prefetch_queue_depth)
-        self.root = root
         self.image_size = image_size
         self.num_threads = num_threads
         self.hw_decoder_load = hw_decoder_load
         self.decode_device = decode_device
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.crop_pct = crop_pct
@@ -137,55 +138,32 @@ class DALIImageNetDataModule(StokerDataModule):
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.hflip = hflip
         self.channels_last = channels_last
-        self.max_bad_fraction = max_bad_fraction
-        self.verify = verify
-        self.quarantine = quarantine
-        self.cache_dir = cache_dir
         self.prefetch_queue_depth = prefetch_queue_depth
-        self._class_names = list(class_names) if class_names is not None else None
-        self.bad_files: dict[str, str] = {}
-        self.quarantined: list[str] = []
-        self.splits: dict[str, list[tuple[str, int]]] = {}
         self._file_root = ""
         self._loaders: dict[tuple[str, int, int, str], DALIBatches] = {}
 
-    # ----------------------------------------------------------------- self-description
-    @property
-    def class_names(self) -> list[str]:
-        if self._class_names is None:
-            self._class_names = class_names_of(self.root)
-        return self._class_names
+    # ----------------------------------------------------------------- the DALI specifics
+    def _discover_class_names(self) -> list[str]:
+        return class_names_of(self.root)
 
-    def train_labels(self) -> list[int]:
-        """Labels of the training split in file-list order (available after ``setup``)."""
-        return [label for _, label in self.splits["train"]]
+    def _index(self) -> FolderIndex:
+        return index_folder(self.root, self.class_names)
 
-    # ----------------------------------------------------------------- Lightning hooks
-    def prepare_data(self) -> None:
-        """Decode-check every file once per node (the result is cached for ``setup`` on every rank)."""
-        if self.verify == "decode":
-            self._scan(index_folder(self.root, self.class_names))
+    def _find_bad(self, index: FolderIndex, relpaths: list[str], cache_path: Path) -> dict[str, str]:
+        bad = find_bad_images(index.root, relpaths, num_workers=min(8, available_cores()), cache_path=cache_path)
+        bad.update({rel: why for rel, why in dali_unreadable(relpaths).items() if rel not in bad})
+        return dict(sorted(bad.items()))
 
-    def setup(self, stage: str | None = None) -> None:
-        """Index the tree, leave out bad, quarantined and DALI-unreadable files, and split."""
-        if self.splits:
-            return
-        index = index_folder(self.root, self.class_names)
-        all_files = [rel for pairs in index.files.values() for rel, _ in pairs]
-        excluded = read_path_list(self.quarantine) if self.quarantine else set()
-        self.quarantined = sorted(rel for rel in all_files if rel in excluded)
-        bad = self._scan(index) if self.verify == "decode" else {}
-        bad.update({rel: why for rel, why in dali_unreadable(all_files).items() if rel not in bad})
-        self.bad_files = dict(sorted(bad.items()))
-        self._check_bad_fraction(len(all_files))
-        drop = excluded | set(self.bad_files)
-        kept = {split: [(rel, y) for rel, y in pairs if rel not in drop] for split, pairs in index.files.items()}
-        self.splits = split_file_lists(kept, seed=self.seed, val_fraction=self.val_fraction,
-                                       test_fraction=self.test_fraction)
-        self._file_root = os.fspath(index.root)
-        if not self.splits["train"]:
-            raise ValueError(f"no training images left under {self.root!r} after the split and exclusions")
-        self._report()
+    def _build_dataset(self, root: Path, split: str, pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        # DALI's reader takes the file list itself; the "dataset" is that list.
+        self._file_root = os.fspath(root)
+        return pairs
+
+    def _scan(self, index: FolderIndex) -> dict[str, str]:
+        if self.verify == "none":  # DALI-unreadable formats are left out even when files are trusted
+            relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
+            return dali_unreadable(relpaths)
+        return super()._scan(index)
 
     def train_dataloader(self) -> DALIBatches:
         return self.batches("train")
@@ -289,43 +267,16 @@ class DALIImageNetDataModule(StokerDataModule):
         epoch = int(getattr(epochs, "processed", epochs.completed))
         return epoch, int(getattr(batches, "processed", batches.completed))
 
-    def _scan(self, index: FolderIndex) -> dict[str, str]:
-        relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
-        return find_bad_images(index.root, relpaths, num_workers=min(8, available_cores()),
-                               cache_path=scan_cache_path(index.root, self.cache_dir))
-
-    def _check_bad_fraction(self, total: int) -> None:
-        fraction = len(self.bad_files) / max(1, total)
-        if self.bad_files and fraction > self.max_bad_fraction:
-            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in list(self.bad_files.items())[:10])
-            raise ValueError(
-                f"{len(self.bad_files)} of {total} image files under {self.root!r} ({fraction:.1%}) cannot be "
-                f"decoded by DALI, more than max_bad_fraction={self.max_bad_fraction:.1%}. First ones:\n{listed}\n"
-                "Fix or remove them, or raise max_bad_fraction to train without them."
-            )
-
     def _sizes(self) -> dict[str, int]:
         return {split: len(pairs) for split, pairs in self.splits.items()}
-
-    def _report(self) -> None:
-        sizes = ", ".join(f"{split} {n}" for split, n in self._sizes().items())
-        rank_zero_info(f"{type(self).__name__}: {len(self.class_names)} classes; {sizes}")
-        if self.bad_files:
-            listed = "\n".join(f"  {rel}: {reason}" for rel, reason in self.bad_files.items())
-            rank_zero_warn(f"excluded {len(self.bad_files)} file(s) DALI cannot decode under {self.root!r}:\n{listed}")
-        if self.quarantined:
-            rank_zero_info(f"left out {len(self.quarantined)} quarantined file(s) listed in {self.quarantine!r}")
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
         info.update(
-            root=os.fspath(self.root), image_size=self.image_size, mean=list(self.mean or ()),
-            std=list(self.std or ()), decode_device=self.decode_device, num_threads=self.num_threads,
-            split_sizes=self._sizes(),
-            bad_files=[{"path": rel, "reason": reason} for rel, reason in self.bad_files.items()],
-            quarantined=self.quarantined,
+            image_size=self.image_size, mean=list(self.mean or ()), std=list(self.std or ()),
+            decode_device=self.decode_device, num_threads=self.num_threads,
         )
         for split, pairs in self.splits.items():
             if pairs:

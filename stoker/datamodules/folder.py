@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
 
 from stoker.datamodules.base import StokerDataModule
 from stoker.image_folder import FolderIndex, read_path_list, scan_cache_path
@@ -97,7 +96,8 @@ class ClassFolderDataModule(StokerDataModule):
     def _find_bad(self, index: FolderIndex, relpaths: list[str], cache_path: Path) -> dict[str, str]:
         raise NotImplementedError
 
-    def _build_dataset(self, root: Path, split: str, pairs: Pairs) -> Dataset:
+    def _build_dataset(self, root: Path, split: str, pairs: Pairs) -> Any:
+        """A map-style dataset of the pairs (or whatever this DataModule's loaders read)."""
         raise NotImplementedError
 
     def _split(self, kept: dict[str, Pairs]) -> dict[str, Pairs]:
@@ -130,7 +130,7 @@ class ClassFolderDataModule(StokerDataModule):
         all_files = [rel for pairs in index.files.values() for rel, _ in pairs]
         excluded = read_path_list(self.quarantine) if self.quarantine else set()
         self.quarantined = sorted(rel for rel in all_files if rel in excluded)
-        self.bad_files = self._scan(index) if self.verify == "decode" else {}
+        self.bad_files = self._scan(index)
         self._check_bad_fraction(len(all_files))
         drop = excluded | set(self.bad_files)
         kept = {split: [(rel, y) for rel, y in pairs if rel not in drop] for split, pairs in index.files.items()}
@@ -145,20 +145,22 @@ class ClassFolderDataModule(StokerDataModule):
         check_manifest_fingerprint(self.manifest, self.fingerprint or "")
         self._report()
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> Any:
         return self.make_loader(self.datasets["train"], train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Any:
         return self.make_loader(self.datasets["val"], train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Any:
         return self.make_loader(self.datasets["test"], train=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> Any:
         return self.make_loader(self.datasets["test"] if self.splits["test"] else self.datasets["val"], train=False)
 
     # ----------------------------------------------------------------- internals
     def _scan(self, index: FolderIndex) -> dict[str, str]:
+        if self.verify == "none":
+            return {}
         relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
         return self._find_bad(index, relpaths, scan_cache_path(index.root, self.cache_dir))
 
