@@ -231,6 +231,15 @@ def analyze(records: list[Record], *, kind: str, near_threshold: int = 8,
             notes["near_duplicates_caveat"] = (
                 f"the median image side is {float(np.median(sides)):.0f} px, below the 32 px hash grid: near "
                 "duplicates then include genuinely similar small images, not only copies")
+        grouped = sum(len(group) for group in result["near_duplicates"])
+        if "near_duplicates_caveat" not in notes and grouped > 0.05 * max(1, len(usable)):
+            # Copies are rare in a curated set; this many usually means images with little detail
+            # (tiny or upsampled), where the hash cannot tell similar images from copies.
+            notes["near_duplicates_caveat"] = (
+                f"{grouped} of {len(usable)} images fall in near-duplicate groups: the images may carry too little "
+                "detail for the perceptual hash (small or upsampled), so genuinely similar images match as well as "
+                "copies; look at a few groups, or lower --near-threshold"
+            )
         stats = _channel_stats([r for r in usable if r.split == stats_split])
         result["mean"], result["std"] = stats if stats else (None, None)
         result["stats_split"] = stats_split
