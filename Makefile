@@ -18,6 +18,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/stoker fit --config recipes/quickstart.yaml
+	$(BIN)/stoker report --config recipes/quickstart.yaml --out reports/quickstart
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -25,4 +26,4 @@ test: setup
 	$(BIN)/mypy stoker
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache lightning_logs
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache lightning_logs reports
