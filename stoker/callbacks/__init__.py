@@ -1,3 +1,8 @@
 """stoker Callbacks: one per file."""
 
-__all__: list[str] = []
+from stoker.callbacks.mixup import MixUpCutMix
+from stoker.callbacks.sample_grid import SampleGridLogger
+from stoker.callbacks.starvation import StarvationMonitor
+from stoker.callbacks.throughput import DataThroughputMonitor
+
+__all__: list[str] = ["DataThroughputMonitor", "MixUpCutMix", "SampleGridLogger", "StarvationMonitor"]

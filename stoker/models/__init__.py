@@ -1,5 +1,7 @@
 """Thin LightningModules used by the recipes; every one accepts soft targets."""
 
+from stoker.models.audio import AudioClassifier
 from stoker.models.image import ImageClassifier
+from stoker.models.text import TextClassifier
 
-__all__ = ["ImageClassifier"]
+__all__ = ["AudioClassifier", "ImageClassifier", "TextClassifier"]

