@@ -73,4 +73,6 @@ def test_short_fit_and_validation_through_the_datamodule(tmp_path: Path) -> None
     metrics = trainer.callback_metrics
     assert {"train/loss", "val/loss", "val/acc"} <= set(metrics)
     assert torch.isfinite(metrics["val/loss"])
-    assert dm.state_dict() == {"epoch": 0, "position": 3}
+    state = dm.state_dict()
+    assert {key: state[key] for key in ("epoch", "position")} == {"epoch": 0, "position": 3}
+    assert state["data_fingerprint"] == dm.fingerprint and len(dm.fingerprint or "") == 32

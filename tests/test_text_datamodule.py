@@ -264,3 +264,17 @@ def test_two_ranks_get_disjoint_shards_and_equal_batches_map_style_and_streaming
     assert stream[0]["train_repeated"] == 7 and stream[1]["train_repeated"] == 0
     assert [len(r["seen"]["val"]) for r in stream] == [2, 2]
     assert {k for r in stream for b in r["seen"]["val"] for k in b} == all_rows["val"]
+
+
+def test_the_data_fingerprint_follows_the_file_and_is_checked_on_resume(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "a.csv", rows(24))
+    first = ready(make(tmp_path, source, val_fraction=0.25))
+    again = ready(make(tmp_path, source, val_fraction=0.25))
+    assert first.fingerprint and again.fingerprint == first.fingerprint, "the same file gives the same fingerprint"
+    resplit = ready(make(tmp_path, source, val_fraction=0.25, seed=5))
+    assert resplit.fingerprint != first.fingerprint, "another split is other training data"
+    changed = ready(make(tmp_path, write_csv(tmp_path / "c.csv", rows(24, seed=1)), val_fraction=0.25))
+    assert changed.fingerprint != first.fingerprint
+    changed.strict_fingerprint = True
+    with pytest.raises(ValueError, match="the checkpoint was trained on data with fingerprint"):
+        changed.load_state_dict(first.state_dict())

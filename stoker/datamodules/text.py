@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -187,6 +188,10 @@ class HFTextDataModule(StokerDataModule):
         for name, ds in splits.items():
             self.lengths[name] = list(ds["length"])
             self.datasets[name] = ds.select_columns(columns)
+        # datasets fingerprints follow the source files, the tokenization settings and the split, so
+        # together they version what this run trains on (checked again when a checkpoint resumes).
+        parts = "|".join(f"{name}:{ds._fingerprint}" for name, ds in sorted(self.datasets.items()))
+        self.record_fingerprint(hashlib.sha256(parts.encode()).hexdigest()[:32])
         self.token_stats = td.length_report(self.lengths["train"], list(splits["train"]["full_length"]),
                                          max_length=self.max_length, batch_size=self.batch_size, seed=self.seed,
                                          mega_batch_factor=self.mega_batch_factor)
@@ -216,14 +221,19 @@ class HFTextDataModule(StokerDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Where training is in the epoch, saved in checkpoints for mid-epoch resume."""
+        state = super().state_dict()  # the data fingerprint
         if self.streaming:
             stream = self.datasets.get("train")
-            return {"stream": stream.state_dict()} if isinstance(stream, FixedLengthStream) else {}
-        return {"epoch": self._train_epoch, "position": self._train_position}
+            if isinstance(stream, FixedLengthStream):
+                state["stream"] = stream.state_dict()
+            return state
+        return {**state, "epoch": self._train_epoch, "position": self._train_position}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Applied when the next training loader is built: it resumes on the remaining batches."""
-        self._pending_state = dict(state_dict) if state_dict else None
+        super().load_state_dict(state_dict)  # compares the data fingerprints
+        position = {key: value for key, value in state_dict.items() if key != "data_fingerprint"}
+        self._pending_state = position or None
 
     # ----------------------------------------------------------------- internals
     def _tokenized(self) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class StokerClassifier(L.LightningModule):
     """
 
     default_input_key = "input"
+    default_target_key = "label"
 
     def __init__(
         self,
@@ -69,7 +70,7 @@ class StokerClassifier(L.LightningModule):
     def _keys(self) -> tuple[str, str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         input_key = getattr(datamodule, "input_key", None) or self.default_input_key
-        return input_key, getattr(datamodule, "target_key", None) or "label"
+        return input_key, getattr(datamodule, "target_key", None) or self.default_target_key
 
     def on_fit_start(self) -> None:
         if not self.class_weighted_loss:
@@ -83,16 +84,21 @@ class StokerClassifier(L.LightningModule):
             )
         self.loss_weight = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
-    def check_inputs(self, inputs: torch.Tensor, stage: str) -> None:
-        """Raise a helpful error when a batch's inputs are not what ``forward`` expects."""
+    def model_inputs(self, batch: dict[str, Any], stage: str) -> Any:
+        """What ``forward`` takes from a batch (the input key's tensor); raise a helpful error if it is wrong."""
+        input_key = self._keys()[0]
+        if input_key not in batch:
+            raise KeyError(f"{stage} batch has no {input_key!r} (keys: {sorted(batch)})")
+        return batch[input_key]
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        input_key, target_key = self._keys()
-        inputs, target = batch[input_key], batch[target_key]
-        self.check_inputs(inputs, stage)
-        logits = self(inputs)
+        target_key = self._keys()[1]
+        if target_key not in batch:
+            raise ValueError(f"{stage} batch has no {target_key!r} (keys: {sorted(batch)}); use a labelled split")
+        target = batch[target_key]
+        logits = self(self.model_inputs(batch, stage))
         loss = soft_target_loss(logits, target, self.label_smoothing, self.loss_weight)
-        size = inputs.shape[0]
+        size = logits.shape[0]
         sync = stage != "train"  # epoch-level eval metrics are reduced across ranks; step metrics are not
         self.log(f"{stage}/loss", loss, prog_bar=sync, batch_size=size, sync_dist=sync)
         self.log(f"{stage}/acc", top1_accuracy(logits, target), prog_bar=True, batch_size=size, sync_dist=sync)
@@ -108,10 +114,11 @@ class StokerClassifier(L.LightningModule):
         self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self(batch[self._keys()[0]]).softmax(dim=1)
+        return self(self.model_inputs(batch, "predict")).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        # Frozen parameters (a linear probe) stay out of the optimizer and its state.
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

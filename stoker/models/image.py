@@ -68,9 +68,11 @@ class ImageClassifier(StokerClassifier):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def check_inputs(self, inputs: torch.Tensor, stage: str) -> None:
+    def model_inputs(self, batch: dict, stage: str) -> torch.Tensor:
+        inputs = super().model_inputs(batch, stage)
         if inputs.dtype == torch.uint8:
             raise TypeError(
                 f"{stage} got uint8 images: normalize them first (a stoker DataModule does this on the device in "
                 "on_after_batch_transfer; a plain DataLoader must yield float images)"
             )
+        return inputs

