@@ -1,8 +1,43 @@
-"""stoker: PyTorch Lightning DataModules and Callbacks that keep the accelerator fed."""
+"""stoker: PyTorch Lightning DataModules and Callbacks that keep the accelerator fed.
 
-from stoker.datamodules import DigitsDataModule, ImageFolderDataModule, StokerDataModule
-from stoker.models import ImageClassifier
+Optional extras are imported only when used: ``stoker`` itself imports without DALI, the
+Hugging Face stack or the audio stack installed.
+"""
+
+from stoker.callbacks import DataThroughputMonitor, MixUpCutMix, SampleGridLogger, StarvationMonitor
+from stoker.datamodules import (
+    AudioFolderDataModule,
+    ClassFolderDataModule,
+    DALIImageNetDataModule,
+    DigitsDataModule,
+    HFTextDataModule,
+    ImageFolderDataModule,
+    ImbalancedDataModule,
+    StokerDataModule,
+)
+from stoker.models import AudioClassifier, ImageClassifier, StokerClassifier, TextClassifier
+from stoker.samplers import DistributedWeightedSampler, LengthGroupedBatchSampler
 
 __version__ = "0.1.0"
 
-__all__ = ["DigitsDataModule", "ImageClassifier", "ImageFolderDataModule", "StokerDataModule", "__version__"]
+__all__ = [
+    "AudioClassifier",
+    "AudioFolderDataModule",
+    "ClassFolderDataModule",
+    "DALIImageNetDataModule",
+    "DataThroughputMonitor",
+    "DigitsDataModule",
+    "DistributedWeightedSampler",
+    "HFTextDataModule",
+    "ImageClassifier",
+    "ImageFolderDataModule",
+    "ImbalancedDataModule",
+    "LengthGroupedBatchSampler",
+    "MixUpCutMix",
+    "SampleGridLogger",
+    "StarvationMonitor",
+    "StokerClassifier",
+    "StokerDataModule",
+    "TextClassifier",
+    "__version__",
+]
