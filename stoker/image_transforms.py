@@ -8,8 +8,10 @@ pinning and the host-to-device copy).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import torch
+import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode, v2
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -55,6 +57,32 @@ def timm_input_config(model_name: str) -> InputConfig:
     )
 
 
+class RandomResizedCrop(v2.RandomResizedCrop):
+    """torchvision's ``v2.RandomResizedCrop``, with the crop resized in channels-last memory.
+
+    Same parameters, same random draws, same kind of output. Why it exists: torchvision's
+    decoders return images whose memory is interleaved (HWC). A crop of such an image is no
+    longer contiguous, so ``v2`` copies it to planar CHW and PyTorch takes its planar uint8
+    resize kernel; making the crop channels-last contiguous first keeps the interleaved AVX2
+    kernel, about 2.5x faster per crop on the benchmark machine (benchmarks/image_pipeline.py).
+    Anything other than a plain CPU uint8 image tensor goes through torchvision unchanged.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        fast = (
+            type(inpt) is torch.Tensor and inpt.ndim == 3 and inpt.dtype == torch.uint8 and inpt.device.type == "cpu"
+            and self.interpolation in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC)
+        )
+        if not fast:
+            return super().transform(inpt, params)
+        top, left, height, width = params["top"], params["left"], params["height"], params["width"]
+        crop = inpt[:, top : top + height, left : left + width].unsqueeze(0)
+        crop = crop.contiguous(memory_format=torch.channels_last)
+        out = F.interpolate(crop, size=list(self.size), mode=self.interpolation.value, align_corners=False,
+                            antialias=bool(self.antialias))
+        return out[0]
+
+
 def _interpolation(name: str) -> InterpolationMode:
     try:
         return InterpolationMode(name)
@@ -86,8 +114,8 @@ def train_transform(
     if not 0.0 <= hflip <= 1.0 or not 0.0 <= random_erasing <= 1.0:
         raise ValueError(f"hflip and random_erasing are probabilities in [0, 1], got {hflip} and {random_erasing}")
     steps: list[v2.Transform] = [
-        v2.RandomResizedCrop(image_size, scale=scale, ratio=ratio, interpolation=_interpolation(interpolation),
-                             antialias=True),
+        RandomResizedCrop(image_size, scale=scale, ratio=ratio, interpolation=_interpolation(interpolation),
+                          antialias=True),
     ]
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p=hflip))

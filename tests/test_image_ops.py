@@ -96,3 +96,21 @@ def test_normalize_uint8_rejects_wrong_input() -> None:
         normalize_uint8(torch.zeros(1, 3, 2, 2), mean, std)
     with pytest.raises(ValueError, match="images have 1 channels but mean/std have 3/3 values"):
         normalize_uint8(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), mean, std)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_channels_last_resized_crop_equals_torchvision(interpolation: str) -> None:
+    from torchvision.transforms import InterpolationMode, v2
+
+    from stoker.image_transforms import RandomResizedCrop
+
+    mode = InterpolationMode(interpolation)
+    image = decode_image_bytes(encode_image(natural_image(np.random.default_rng(3), 90, 120), "JPEG"))
+    assert image.stride() == (1, 360, 3), "torchvision decodes to interleaved (HWC) memory"
+    reference, fast = v2.RandomResizedCrop(32, interpolation=mode), RandomResizedCrop(32, interpolation=mode)
+    for _ in range(5):
+        params = reference.make_params([image])
+        assert torch.equal(fast.transform(image, params), reference.transform(image, params))
+    as_float = image.float()
+    params = reference.make_params([as_float])
+    torch.testing.assert_close(fast.transform(as_float, params), reference.transform(as_float, params))
