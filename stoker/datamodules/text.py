@@ -188,8 +188,7 @@ class HFTextDataModule(StokerDataModule):
         for name, ds in splits.items():
             self.lengths[name] = list(ds["length"])
             self.datasets[name] = ds.select_columns(columns)
-        # datasets fingerprints follow the source files, the tokenization settings and the split, so
-        # together they version what this run trains on (checked again when a checkpoint resumes).
+        # datasets fingerprints follow the source files, tokenization and split: they version the data.
         parts = "|".join(f"{name}:{ds._fingerprint}" for name, ds in sorted(self.datasets.items()))
         self.record_fingerprint(hashlib.sha256(parts.encode()).hexdigest()[:32])
         self.token_stats = td.length_report(self.lengths["train"], list(splits["train"]["full_length"]),
