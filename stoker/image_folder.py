@@ -12,10 +12,10 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stoker.file_cache import per_file_cached
 from stoker.image_ops import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, read_image
 
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {
@@ -193,48 +193,13 @@ def find_bad_files(
 ) -> dict[str, str]:
     """Run ``check`` (the reason a file is unusable, or ``None``) on every file in parallel.
 
-    Results are cached per file by size and modification time in a JSON file at ``cache_path``,
-    so a second ``setup`` (another rank, another run) only checks files that changed. Checks run
-    in threads: decoders (torchvision's C++ ops, PIL, libsndfile) release the GIL, so threads use
-    several cores without the start-up and pickling cost of processes.
+    Runs in threads and caches per file by size and modification time (see
+    :func:`stoker.file_cache.per_file_cached`), so a second ``setup`` only checks changed files.
     """
-    root_path = Path(root)
-    relpaths = list(relpaths)
-    cache: dict[str, list] = {}
-    if cache_path is not None and cache_path.is_file():
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            cache = {}
-    bad: dict[str, str] = {}
-    todo: list[tuple[str, list[int]]] = []
-    for rel in relpaths:
-        try:
-            st = os.stat(root_path / rel)
-            signature = [st.st_size, st.st_mtime_ns]
-        except OSError as err:
-            bad[rel] = f"unreadable file ({err.strerror})"
-            continue
-        cached = cache.get(rel)
-        if cached is not None and cached[:2] == signature:
-            if cached[2] is not None:
-                bad[rel] = cached[2]
-        else:
-            todo.append((rel, signature))
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for done, ((rel, signature), reason) in enumerate(
-            zip(todo, pool.map(check, (root_path / rel for rel, _ in todo), chunksize=16)), start=1
-        ):
-            cache[rel] = [*signature, reason]
-            if reason is not None:
-                bad[rel] = reason
-            if progress is not None:
-                progress(done, len(todo))
-    if cache_path is not None and todo:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_path)  # atomic, so ranks reading it never see half a file
+    reasons, missing = per_file_cached(root, relpaths, check, num_workers=num_workers, cache_path=cache_path,
+                                       progress=progress)
+    bad = {rel: reason for rel, reason in reasons.items() if reason is not None}
+    bad.update({rel: f"unreadable file ({err.strerror})" for rel, err in missing.items()})
     return dict(sorted(bad.items()))
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stoker.file_cache import per_file_cached
 from stoker.splits import SPLITS, assign_split, validate_fractions
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "split", "sha256")
@@ -79,34 +78,11 @@ def content_hashes(root: str | os.PathLike[str], relpaths: Iterable[str], *, num
     Raises:
         FileNotFoundError: A listed file does not exist.
     """
-    root_path = Path(root)
-    cache: dict[str, list] = {}
-    if cache_path is not None and cache_path.is_file():
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            cache = {}
-    out: dict[str, str] = {}
-    todo: list[tuple[str, list[int]]] = []
-    for rel in relpaths:
-        st = os.stat(root_path / rel)
-        signature = [st.st_size, st.st_mtime_ns]
-        cached = cache.get(rel)
-        if cached is not None and cached[:2] == signature:
-            out[rel] = cached[2]
-        else:
-            todo.append((rel, signature))
-    # hashlib releases the GIL on large buffers, so threads hash files on all cores.
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for (rel, signature), digest in zip(todo, pool.map(file_sha256, (root_path / rel for rel, _ in todo))):
-            out[rel] = digest
-            cache[rel] = [*signature, digest]
-    if cache_path is not None and todo:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_path)
-    return out
+    digests, missing = per_file_cached(root, relpaths, file_sha256, num_workers=num_workers, cache_path=cache_path)
+    if missing:
+        rel, err = next(iter(missing.items()))
+        raise FileNotFoundError(f"cannot hash {rel!r} under {str(root)!r}: {err.strerror}")
+    return digests
 
 
 def dataset_fingerprint(items: Iterable[tuple[str, str, str, str]]) -> str:
