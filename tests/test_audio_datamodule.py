@@ -205,7 +205,7 @@ def test_two_ranks_cover_the_splits_with_equal_batch_counts(tmp_path: Path) -> N
     result = run_script(REPO / "tests" / "scripts" / "ddp_audio.py", str(root), "--batch-size", "4")
     ranks = result["ranks"]
     assert len(ranks) == 2 and result["bad_files"] == {}
-    assert all(r["inputs"] == ["torch.float32 [1, 16, 26]"] for r in ranks), "spectrograms are made on the device"
+    assert all(r["notes"] == ["torch.float32 [1, 16, 26]"] for r in ranks), "spectrograms are made on the device"
     val = [[i for batch in r["seen"]["val"] for i in batch] for r in ranks]
     assert len(val[0]) == len(val[1])
     counts = Counter(val[0] + val[1])

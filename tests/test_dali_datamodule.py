@@ -117,7 +117,7 @@ def test_two_epochs_in_a_row_are_both_full_under_lightning(tmp_path: Path) -> No
     trainer = _fit(dm, model, tmp_path, epochs=2)
     assert isinstance(trainer.train_dataloader, DALIBatches), "Lightning must not re-wrap the iterable"
     assert trainer.num_training_batches == 3  # 14 images, batches of 4, last partial batch dropped
-    assert model.dtypes == {"torch.float32"}, "uint8 must be normalized on the device"
+    assert model.notes == {"torch.float32"}, "uint8 must be normalized on the device"
     for epoch in (0, 1):
         train = [b["index"] for b in model.seen["train"] if b["epoch"] == epoch]
         assert len(train) == 3 and all(len(b) == 4 for b in train)
@@ -245,7 +245,7 @@ def test_real_two_process_ddp_covers_the_split_with_equal_batches(tmp_path: Path
     result = run_script(REPO / "tests" / "scripts" / "ddp_dali.py", str(root), "--batch-size", "4")
     ranks = result["ranks"]
     assert result["loader_type"] == "DALIBatches" and len(ranks) == 2
-    assert all(r["dtypes"] == ["torch.float32"] for r in ranks)
+    assert all(r["notes"] == ["torch.float32"] for r in ranks)
     n_train, n_val = result["train_size"], result["val_size"]
     for epoch in (0, 1):
         train = [[b for b in r["seen"]["train"] if b["epoch"] == epoch] for r in ranks]

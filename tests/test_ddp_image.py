@@ -18,7 +18,7 @@ def test_two_ranks_cover_the_split_disjointly_with_equal_batches(image_tree) -> 
     result = run_script(REPO / "tests" / "scripts" / "ddp_image_coverage.py", str(root), "--batch-size", "4")
     ranks = result["ranks"]
     assert len(ranks) == 2
-    assert all(r["dtypes"] == ["torch.float32"] for r in ranks), "images must arrive normalized on the device"
+    assert all(r["notes"] == ["torch.float32"] for r in ranks), "images must arrive normalized on the device"
 
     # Validation: every sample seen, duplicates are exactly the sampler's padding.
     val = [[i for batch in r["seen"]["val"] for i in batch] for r in ranks]

@@ -9,41 +9,26 @@ import argparse
 import json
 from pathlib import Path
 
-import lightning as L
 import torch
-import torch.distributed as dist
 
 from stoker.datamodules import AudioFolderDataModule
+from tests.scripts.ddp_common import RecordingModule, ddp_trainer
 
 
-class Recorder(L.LightningModule):
-    """Records dataset indices and input shapes per batch; a tiny linear layer keeps DDP's gradients real."""
+class Recorder(RecordingModule):
+    """Records dataset indices and the spectrogram dtype and shape the model receives."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(1, 2)
-        self.seen: dict[str, list[list[int]]] = {"train": [], "val": []}
-        self.inputs: set[str] = set()
+        super().__init__(torch.nn.Linear(1, 2))
 
-    def _record(self, stage: str, batch: dict) -> torch.Tensor:
-        self.seen[stage].append(batch["index"].tolist())
+    def record(self, stage: str, batch: dict) -> list[int]:
         spec = batch["audio"]
-        self.inputs.add(f"{spec.dtype} {list(spec.shape[1:])}")
-        return self.layer(spec.mean(dim=(2, 3))).sum()
+        self.notes.add(f"{spec.dtype} {list(spec.shape[1:])}")
+        return batch["index"].tolist()
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._record("train", batch)
+    def features(self, batch: dict) -> torch.Tensor:
+        return batch["audio"].mean(dim=(2, 3))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._record("val", batch)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
-
-    def on_fit_end(self) -> None:
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, {"seen": self.seen, "inputs": sorted(self.inputs)})
-        self.gathered = gathered
 
 
 def main() -> None:
@@ -56,10 +41,7 @@ def main() -> None:
                                clip_seconds=0.25, n_fft=256, win_length=200, hop_length=80, n_mels=16,
                                freq_mask_width=4, time_mask_width=5, val_fraction=0.3)
     model = Recorder()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
+    trainer = ddp_trainer()
     trainer.fit(model, datamodule=dm)
     if trainer.global_rank == 0:
         result = {

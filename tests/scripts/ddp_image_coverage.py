@@ -9,40 +9,22 @@ import argparse
 import json
 from pathlib import Path
 
-import lightning as L
 import torch
-import torch.distributed as dist
 
 from stoker.datamodules import ImageFolderDataModule
+from tests.scripts.ddp_common import RecordingModule, ddp_trainer
 
 
-class Recorder(L.LightningModule):
-    """Records the dataset indices of every batch; a tiny linear layer keeps DDP's gradients real."""
+class Recorder(RecordingModule):
+    """Records dataset indices and the dtype the model receives."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(3, 2)
-        self.seen: dict[str, list[list[int]]] = {"train": [], "val": []}
-        self.dtypes: set[str] = set()
+        super().__init__(torch.nn.Linear(3, 2))
 
-    def _record(self, stage: str, batch: dict) -> torch.Tensor:
-        self.seen[stage].append(batch["index"].tolist())
-        self.dtypes.add(str(batch["image"].dtype))
-        return self.layer(batch["image"].mean(dim=(2, 3))).sum()
+    def record(self, stage: str, batch: dict) -> list[int]:
+        self.notes.add(str(batch["image"].dtype))
+        return batch["index"].tolist()
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._record("train", batch)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._record("val", batch)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
-
-    def on_fit_end(self) -> None:
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, {"seen": self.seen, "dtypes": sorted(self.dtypes)})
-        self.gathered = gathered
 
 
 def main() -> None:
@@ -53,10 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     dm = ImageFolderDataModule(args.root, batch_size=args.batch_size, num_workers=0, image_size=16, val_fraction=0.3)
     model = Recorder()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
+    trainer = ddp_trainer()
     trainer.fit(model, datamodule=dm)
     if trainer.global_rank == 0:
         result = {

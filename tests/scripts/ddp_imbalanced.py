@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from stoker.datamodules import ImageFolderDataModule, ImbalancedDataModule
+from tests.scripts.ddp_common import ddp_trainer
 
 
 class Recorder(L.LightningModule):
@@ -67,10 +68,7 @@ def main() -> None:
     inner = ImageFolderDataModule(args.root, batch_size=args.batch_size, num_workers=0, image_size=8, val_fraction=0.25)
     dm = ImbalancedDataModule(inner, strategy="inverse", num_samples=args.num_samples, seed=3)
     model = Recorder()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=args.epochs, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
+    trainer = ddp_trainer(max_epochs=args.epochs)
     trainer.fit(model, datamodule=dm)
     if trainer.global_rank == 0:
         result = {

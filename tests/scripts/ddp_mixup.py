@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stoker.callbacks import MixUpCutMix
 from stoker.datamodules import StokerDataModule
+from tests.scripts.ddp_common import ddp_trainer
 
 
 class _TensorImages(Dataset):
@@ -104,11 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     dm = TensorDataModule(num_samples=32, batch_size=4, seed=args.seed)
     model = MixRecorder()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[MixUpCutMix(mode=args.mode, label_smoothing=0.0)],
-    )
+    trainer = ddp_trainer(limit_val_batches=0, callbacks=[MixUpCutMix(mode=args.mode, label_smoothing=0.0)])
     trainer.fit(model, datamodule=dm)
     if trainer.global_rank == 0:
         Path(args.out).write_text(json.dumps({"ranks": model.gathered, "seed": args.seed}))

@@ -11,12 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from stoker.callbacks import DataThroughputMonitor, StarvationMonitor  # noqa: E402
+from tests.scripts.ddp_common import ddp_trainer
 from tests.scripts.monitor_harness import PacedModel, paced_loader  # noqa: E402
 
 
@@ -30,11 +30,7 @@ def main() -> None:
     torch.set_num_threads(1)  # two ranks on a small machine: see monitor_harness.run_paced
     starvation = StarvationMonitor()
     throughput = DataThroughputMonitor(window_size=3)
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, log_every_n_steps=4,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[throughput, starvation],
-    )
+    trainer = ddp_trainer(num_sanity_val_steps=2, log_every_n_steps=4, callbacks=[throughput, starvation])
     loader = paced_loader(16, args.delay0, delay_by_rank={1: args.delay1})
     trainer.fit(PacedModel(args.step), loader)
     if trainer.global_rank == 0:

@@ -15,51 +15,37 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import lightning as L
 import torch
 import torch.distributed as dist
 
 from stoker.datamodules import HFTextDataModule
+from tests.scripts.ddp_common import RecordingModule, ddp_trainer
 
 
 def key(ids: torch.Tensor, mask: torch.Tensor) -> str:
     return " ".join(str(int(t)) for t in ids[mask.bool()])
 
 
-class Recorder(L.LightningModule):
-    """Records the rows of every batch; a tiny embedding keeps DDP's gradient all-reduce real."""
+class Recorder(RecordingModule):
+    """Records the rows (token ids without padding) of every batch."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(30522, 2)
-        self.seen: dict[str, list[list[str]]] = {"train": [], "val": []}
+        super().__init__(torch.nn.Embedding(30522, 2))
 
-    def _record(self, stage: str, batch: dict) -> torch.Tensor:
-        self.seen[stage].append([key(i, m) for i, m in zip(batch["input_ids"], batch["attention_mask"])])
-        return self.embed(batch["input_ids"]).mean()
+    def record(self, stage: str, batch: dict) -> list[str]:
+        return [key(i, m) for i, m in zip(batch["input_ids"], batch["attention_mask"])]
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._record("train", batch)
+    def features(self, batch: dict) -> torch.Tensor:
+        return batch["input_ids"]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._record("val", batch)
+    def extra(self) -> dict:
+        return {"train_repeated": getattr(self.trainer.datamodule.datasets.get("train"), "repeated", None)}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
-
-    def on_fit_end(self) -> None:
-        gathered: list = [None] * dist.get_world_size()
-        repeated = getattr(self.trainer.datamodule.datasets.get("train"), "repeated", None)
-        dist.all_gather_object(gathered, {"seen": self.seen, "train_repeated": repeated})
-        self.gathered = gathered
 
 
 def fit(dm: HFTextDataModule) -> list:
     model = Recorder()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
+    trainer = ddp_trainer()
     trainer.fit(model, datamodule=dm)
     return model.gathered
 

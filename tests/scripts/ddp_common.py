@@ -1,0 +1,68 @@
+"""What the real multi-process DDP scripts share: a quiet 2-rank CPU Trainer and a recording module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+
+def ddp_trainer(**overrides: Any) -> L.Trainer:
+    """Two CPU processes over gloo, one epoch, nothing printed or saved (override any argument)."""
+    settings: dict[str, Any] = dict(
+        accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    return L.Trainer(**{**settings, **overrides})
+
+
+def gather(record: Any) -> list[Any]:
+    """Every rank's ``record``, in rank order (just ``[record]`` outside a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [record]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, record)
+    return gathered
+
+
+class RecordingModule(L.LightningModule):
+    """Records what every training and validation batch held; rank 0 reads ``gathered`` after fit.
+
+    A layer trained at learning rate 0 keeps DDP's gradient all-reduce real without changing
+    anything. Subclasses say what to record and how to turn a batch into the layer's input.
+    """
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+        self.seen: dict[str, list[Any]] = {"train": [], "val": []}
+        self.notes: set[str] = set()
+        self.gathered: list[Any] = []
+
+    def record(self, stage: str, batch: dict[str, Any]) -> Any:
+        return batch["index"].tolist()
+
+    def features(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["image"].mean(dim=(2, 3))
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+    def _step(self, stage: str, batch: dict[str, Any]) -> torch.Tensor:
+        if not self.trainer.sanity_checking:
+            self.seen[stage].append(self.record(stage, batch))
+        return self.layer(self.features(batch)).sum()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step("train", batch)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step("val", batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def on_fit_end(self) -> None:
+        self.gathered = gather({"seen": self.seen, "notes": sorted(self.notes), **self.extra()})
