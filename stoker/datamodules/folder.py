@@ -10,7 +10,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from stoker.datamodules.base import StokerDataModule
 from stoker.image_folder import FolderIndex, read_path_list, scan_cache_path
-from stoker.manifest import check_manifest_fingerprint, manifest_splits, splits_fingerprint
+from stoker.loader import available_cores
+from stoker.manifest import check_manifest_fingerprint, content_hashes, manifest_splits, splits_fingerprint
 from stoker.splits import split_folder_files, validate_fractions
 
 Pairs = list[tuple[str, int]]
@@ -118,9 +119,12 @@ class ClassFolderDataModule(StokerDataModule):
 
     # ----------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
-        """Decode-check every file once per node; ``setup`` then reads the cached result."""
-        if self.verify == "decode":
-            self._scan(self._index())
+        """Decode-check and hash every file once per node; every rank's ``setup`` then reads the caches."""
+        index = self._index()
+        self._scan(index)
+        relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
+        content_hashes(index.root, relpaths, num_workers=min(8, available_cores()),
+                       cache_path=self._hashes_cache(index.root))
 
     def setup(self, stage: str | None = None) -> None:
         """Index the tree, leave out bad and quarantined files, split, and build the datasets."""
@@ -140,8 +144,9 @@ class ClassFolderDataModule(StokerDataModule):
                 f"no training {self.media} files left under {self.root!r} after the split and exclusions"
             )
         self.datasets = {split: self._build_dataset(index.root, split, pairs) for split, pairs in self.splits.items()}
-        hashes_cache = scan_cache_path(index.root, self.cache_dir).with_suffix(".sha256.json")
-        self.record_fingerprint(splits_fingerprint(index.root, self.splits, self.class_names, cache_path=hashes_cache))
+        self.record_fingerprint(splits_fingerprint(index.root, self.splits, self.class_names,
+                                                   cache_path=self._hashes_cache(index.root),
+                                                   num_workers=min(8, available_cores())))
         check_manifest_fingerprint(self.manifest, self.fingerprint or "")
         self._report()
 
@@ -158,6 +163,9 @@ class ClassFolderDataModule(StokerDataModule):
         return self.make_loader(self.datasets["test"] if self.splits["test"] else self.datasets["val"], train=False)
 
     # ----------------------------------------------------------------- internals
+    def _hashes_cache(self, root: Path) -> Path:
+        return scan_cache_path(root, self.cache_dir).with_suffix(".sha256.json")
+
     def _scan(self, index: FolderIndex) -> dict[str, str]:
         if self.verify == "none":
             return {}
