@@ -126,7 +126,7 @@ class DALIImageNetDataModule(ClassFolderDataModule):
             persistent_workers=False, prefetch_factor=2, seed=seed,
         )
         _check_args(image_size, num_threads, hw_decoder_load, decode_device, crop_pct, scale, ratio, hflip,
-                    max_bad_fraction, verify, prefetch_queue_depth)
+                    prefetch_queue_depth)
         self.image_size = image_size
         self.num_threads = num_threads
         self.hw_decoder_load = hw_decoder_load
@@ -295,7 +295,8 @@ class DALIImageNetDataModule(ClassFolderDataModule):
 
 def _check_args(image_size: int, num_threads: int | None, hw_decoder_load: float, decode_device: str,
                 crop_pct: float, scale: tuple[float, float], ratio: tuple[float, float], hflip: float,
-                max_bad_fraction: float, verify: str, prefetch_queue_depth: int) -> None:
+                prefetch_queue_depth: int) -> None:
+    # max_bad_fraction, verify and the fractions are checked by ClassFolderDataModule.
     if image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size}")
     if num_threads is not None and num_threads < 1:
@@ -312,9 +313,5 @@ def _check_args(image_size: int, num_threads: int | None, hw_decoder_load: float
         raise ValueError(f"ratio must be an aspect-ratio range 0 < low <= high, got {tuple(ratio)}")
     if not 0.0 <= hflip <= 1.0:
         raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
-    if not 0.0 <= max_bad_fraction <= 1.0:
-        raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
-    if verify not in ("decode", "none"):
-        raise ValueError(f"verify must be 'decode' or 'none', got {verify!r}")
     if prefetch_queue_depth < 1:
         raise ValueError(f"prefetch_queue_depth must be >= 1, got {prefetch_queue_depth}")
