@@ -8,7 +8,7 @@ temporary folder, then:
    cores, and prints the GPU idle fraction and samples/s of each;
 2. checks that uint8-to-float normalization on the device matches the CPU result;
 3. checks ``torchvision.io.decode_jpeg(device="cuda")`` on a batch against CPU decoding;
-4. if ``stoker.mixing`` exists, runs MixUp/CutMix on a CUDA batch.
+4. if ``stoker.transforms.mixup`` exists, runs MixUp/CutMix on a CUDA batch.
 
 Without CUDA it prints why and exits with status 0 (``--allow-cpu`` runs the same steps on the
 CPU with a small model, to check the script itself).
@@ -38,8 +38,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stoker.callbacks import DataThroughputMonitor, StarvationMonitor  # noqa: E402
+from stoker.data.loader import available_cores  # noqa: E402
 from stoker.datamodules import ImageFolderDataModule  # noqa: E402
-from stoker.loader import available_cores  # noqa: E402
 from stoker.models import ImageClassifier  # noqa: E402
 
 
@@ -105,9 +105,9 @@ def check_decode(paths: list[Path], device: str) -> str:
 
 
 def check_mixing(device: str) -> str:
-    if importlib.util.find_spec("stoker.mixing") is None:
-        return "MixUp/CutMix: stoker.mixing not present, skipped"
-    from stoker.mixing import MixSettings, mix_batch
+    if importlib.util.find_spec("stoker.transforms.mixup") is None:
+        return "MixUp/CutMix: stoker.transforms.mixup not present, skipped"
+    from stoker.transforms.mixup import MixSettings, mix_batch
 
     images = torch.randn(16, 3, 32, 32, device=device)
     labels = torch.randint(0, 10, (16,), device=device)

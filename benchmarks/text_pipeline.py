@@ -35,10 +35,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from stoker.data.hf import length_report, load_raw, load_tokenizer
 from stoker.datamodules import HFTextDataModule
-from stoker.demo_text import build_docstring_topics
+from stoker.demos.docstrings import build_docstring_topics
 from stoker.models import TextClassifier
-from stoker.text_data import length_report, load_raw, load_tokenizer
 
 STRATEGIES = (("pad to max_length", "max_length", False), ("dynamic", "dynamic", False),
               ("dynamic + bucketing", "dynamic", True))

@@ -2,7 +2,7 @@
 
 Implements MixUp (Zhang et al., ICLR 2018, https://arxiv.org/abs/1710.09412) and CutMix
 (Yun et al., ICCV 2019, https://arxiv.org/abs/1905.04899) through the plain functions of
-:mod:`stoker.mixing`, which follow timm's ``Mixup`` semantics.
+:mod:`stoker.transforms.mixup`, which follow timm's ``Mixup`` semantics.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from stoker.mixing import MixMode, MixParams, MixSettings, check_inputs, mix_batch
+from stoker.data.seeds import derive_seed
+from stoker.transforms.mixup import MixMode, MixParams, MixSettings, mix_batch
 
 
 class MixUpCutMix(Callback):
@@ -30,7 +31,8 @@ class MixUpCutMix(Callback):
     spectrograms ``[N, F, T]`` or ``[N, 1, F, T]`` are accepted; CutMix cuts the last two dims.
 
     Randomness: every rank has its own stream, seeded from ``(seed, rank)``. The random numbers
-    of draw ``k`` come from a CPU ``torch.Generator`` seeded with ``(seed, rank, k)``, so the
+    of draw ``k`` come from a CPU ``torch.Generator`` seeded with
+    ``stoker.data.seeds.derive_seed(seed, "mixup", rank, k)``, so the
     stream's whole state is the counter ``k``; :meth:`state_dict` saves it, and because every
     rank has drawn the same number of batches, the one checkpoint written by rank zero resumes
     every rank on its own sequence. The draws are a few dozen host numbers per batch and the
@@ -59,7 +61,7 @@ class MixUpCutMix(Callback):
         ``mixup/cutmix_fraction``: fraction of the samples mixed with CutMix.
 
     Raises:
-        ValueError: On invalid hyperparameters (see :class:`stoker.mixing.MixSettings`), an
+        ValueError: On invalid hyperparameters (see :class:`stoker.transforms.mixup.MixSettings`), an
             unknown ``num_classes``, a missing batch key or out-of-range labels.
         TypeError: For a non-dict batch, integer images (not normalized) or token batches.
 
@@ -70,6 +72,7 @@ class MixUpCutMix(Callback):
 
     def __init__(
         self,
+        *,
         mixup_alpha: float = 0.8,
         cutmix_alpha: float = 1.0,
         cutmix_minmax: tuple[float, float] | None = None,
@@ -78,7 +81,6 @@ class MixUpCutMix(Callback):
         mode: MixMode = "batch",
         correct_lam: bool = True,
         label_smoothing: float = 0.1,
-        *,
         num_classes: int | None = None,
         input_key: str | None = None,
         target_key: str | None = None,
@@ -197,10 +199,11 @@ class MixUpCutMix(Callback):
                     f"the batch has no key {key!r} (keys: {sorted(batch)}); set MixUpCutMix(input_key=..., "
                     "target_key=...) or the DataModule's input_key/target_key"
                 )
-        inputs = check_inputs(batch[self.input_key], self.input_key)
+        inputs = batch[self.input_key]
         generator = torch.Generator().manual_seed(seed_for(self.seed, self.rank, self.draws))
         # Checking the label range reads a value back from the device: once per fit there, always on CPU.
-        check = inputs.device.type == "cpu" or not self._checked_labels
+        on_cpu = not isinstance(inputs, torch.Tensor) or inputs.device.type == "cpu"
+        check = on_cpu or not self._checked_labels
         _, soft, params = mix_batch(
             inputs, batch[self.target_key], num_classes=self.num_classes, settings=self.settings,
             generator=generator, check_range=check, input_key=self.input_key, target_key=self.target_key,
@@ -240,15 +243,9 @@ class MixUpCutMix(Callback):
 
 
 def seed_for(seed: int, rank: int, draw: int) -> int:
-    """A 63-bit seed for draw number ``draw`` of ``rank`` (SplitMix64 over the three numbers).
+    """The seed of draw number ``draw`` of ``rank``: ``derive_seed(seed, "mixup", rank, draw)``.
 
     Deriving every draw's seed from ``(seed, rank, draw)`` makes the whole sequence of a rank a
     function of a counter, which a rank-zero checkpoint can restore for every rank.
     """
-    value = 0
-    for part in (seed, rank, draw):
-        value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) + 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF
-        value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        value = (value ^ (value >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        value ^= value >> 31
-    return value >> 1
+    return derive_seed(seed, "mixup", rank, draw)

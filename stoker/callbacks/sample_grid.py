@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from stoker.sample_grid import pair_grid, sample_pairs
+from stoker.report.grid import pair_grid, sample_pairs
 
 
 class SampleGridLogger(L.Callback):

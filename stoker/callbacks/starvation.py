@@ -1,17 +1,13 @@
 """StarvationMonitor: how long the accelerator waits for data, per rank, with a verdict.
 
 The accelerator is starved when it has finished step N and step N+1's work has not been enqueued
-yet. On CUDA that gap is read from events on the GPU timeline (:mod:`stoker.gpu_idle`); on every
-run the host side is split into fetch wait, host-to-device transfer and step (:mod:`stoker.step_timing`).
+yet. On CUDA that gap is read from events on the GPU timeline (:mod:`stoker.profiling.gpu_idle`); on every
+run the host side is split into fetch wait, host-to-device transfer and step (:mod:`stoker.profiling.step_clock`).
 
-Where the fetch wait is measured, and why there: Lightning 2.6's training epoch loop brackets
-``next(data_fetcher)`` with its ``_on_before_fetch``/``_on_after_fetch`` methods (the profiler's
-``train_dataloader_next`` span) and hands them to the fetcher in ``on_run_start`` of every epoch.
-Wrapping those two bound methods on the loop instance (before the first epoch starts) times
-exactly that span and nothing else, whatever profiler is configured. Callback hooks alone could
-only time ``on_train_batch_end`` to the next ``on_train_batch_start``, which also holds the batch
-transfer and ``on_after_batch_transfer`` device work; that gap is kept as the fallback for loops
-without these methods, with the transfer then counted as fetch.
+The fetch wait is measured exactly as Lightning's ``train_dataloader_next`` span, through the one
+small module that wraps Lightning internals (:mod:`stoker.profiling.lightning_compat`); where a
+Lightning release lacks that span, the gap between batch hooks is the fallback, with the transfer
+then counted as fetch.
 """
 
 from __future__ import annotations
@@ -24,11 +20,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from stoker.batch_stats import samples_in
-from stoker.gpu_idle import CudaGapTimer
-from stoker.loader import available_cores
-from stoker.starvation_report import LoaderInfo, MemoryUsage, format_summary, measure_memory
-from stoker.step_timing import RANK_FIELDS, PhaseTotals, RankAggregate, StepClock, aggregate_ranks, rank_row
+from stoker.data.loader import available_cores
+from stoker.profiling.counting import samples_in
+from stoker.profiling.gpu_idle import CudaGapTimer
+from stoker.profiling.lightning_compat import FetchWrap, trainer_log_every, unwrap_fetch, wrap_fetch
+from stoker.profiling.memory import MemoryUsage, measure_memory
+from stoker.profiling.step_clock import RANK_FIELDS, PhaseTotals, RankAggregate, StepClock, aggregate_ranks, rank_row
+from stoker.profiling.verdicts import LoaderInfo, format_summary
 
 # Seconds between two memory samples (see StarvationMonitor._sample_memory).
 MEMORY_EVERY_S = 15.0
@@ -57,7 +55,7 @@ class StarvationMonitor(Callback):
     Args:
         log_every_n_steps: Training steps between exchanges; ``None`` follows the Trainer's.
         max_pending_events: CUDA event pairs allowed to wait for the device before the oldest is
-            waited on (see :class:`stoker.gpu_idle.CudaGapTimer`).
+            waited on (see :class:`stoker.profiling.gpu_idle.CudaGapTimer`).
         print_summary: Print the end-of-fit summary on rank zero.
 
     Raises:
@@ -78,7 +76,7 @@ class StarvationMonitor(Callback):
         self.print_summary = print_summary
         self.clock = StepClock()
         self._gpu = CudaGapTimer(enabled=False)
-        self._patched: tuple[Any, Any, Any] | None = None
+        self._patched: FetchWrap | None = None
         self._every = 50
         self._steps = 0
         self._loader = LoaderInfo()
@@ -94,39 +92,14 @@ class StarvationMonitor(Callback):
             return
         on_cuda = trainer.strategy.root_device.type == "cuda"
         self._gpu = CudaGapTimer(max_pending=self.max_pending_events, enabled=on_cuda)
-        self._every = self.log_every_n_steps or _trainer_log_every(trainer)
-        self._wrap_fetch(trainer)
-
-    def _wrap_fetch(self, trainer: L.Trainer) -> None:
-        loop = trainer.fit_loop.epoch_loop
-        before, after = getattr(loop, "_on_before_fetch", None), getattr(loop, "_on_after_fetch", None)
-        if not (callable(before) and callable(after)) or self._patched is not None:
-            return  # another Lightning version: the hook-gap fallback of StepClock applies
-        clock = self.clock
-
-        def timed_before() -> None:
-            clock.fetch_start()
-            before()
-
-        def timed_after() -> None:
-            after()
-            clock.fetch_end()
-
-        # Instance attributes shadow the bound methods; on_run_start hands these to the fetcher.
-        setattr(loop, "_on_before_fetch", timed_before)  # noqa: B010
-        setattr(loop, "_on_after_fetch", timed_after)  # noqa: B010
-        self._patched = (loop, timed_before, timed_after)
+        self._every = self.log_every_n_steps or trainer_log_every(trainer)
+        if self._patched is None:
+            self._patched = wrap_fetch(trainer, self.clock.fetch_start, self.clock.fetch_end)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._patched is None:
-            return
-        loop, timed_before, timed_after = self._patched
-        # Drop only our instance attributes, so the class methods show through again.
-        if loop.__dict__.get("_on_before_fetch") is timed_before:
-            del loop._on_before_fetch
-        if loop.__dict__.get("_on_after_fetch") is timed_after:
-            del loop._on_after_fetch
-        self._patched = None
+        if self._patched is not None:
+            unwrap_fetch(self._patched)
+            self._patched = None
 
     # ----------------------------------------------------------------- training hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -244,8 +217,3 @@ def _first_loader(loaders: Any) -> Any:
     if isinstance(loaders, (list, tuple)):
         return loaders[0] if loaders else None
     return loaders
-
-
-def _trainer_log_every(trainer: L.Trainer) -> int:
-    """The Trainer's ``log_every_n_steps`` (set by its logger connector; 0 under ``barebones``: use 50)."""
-    return int(getattr(trainer, "log_every_n_steps", 0) or 50)

@@ -18,7 +18,8 @@ import torch
 from lightning.fabric.utilities.throughput import Throughput
 from lightning.pytorch.callbacks import Callback
 
-from stoker.batch_stats import first_tensor, samples_in, tokens_in
+from stoker.profiling.counting import first_tensor, samples_in, tokens_in
+from stoker.profiling.lightning_compat import trainer_log_every
 
 _FIELDS = ("samples_per_sec", "batches_per_sec", "real_tokens_per_sec", "padded_tokens_per_sec")
 _TOTALS = ("samples", "batches", "real_tokens", "padded_tokens", "time_s")
@@ -80,7 +81,7 @@ class DataThroughputMonitor(Callback):
         self.final_per_rank: list[dict[str, float]] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._every = self.log_every_n_steps or _trainer_log_every(trainer)
+        self._every = self.log_every_n_steps or trainer_log_every(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._throughput.reset()
@@ -196,8 +197,3 @@ def _format_summary(per_rank: list[dict[str, float]]) -> str:
         lines.append(f"  all ranks: {sum(rates):.1f} samples/s; slowest rank {slowest} "
                      f"({rates[slowest]:.1f} samples/s)")
     return "\n".join(lines)
-
-
-def _trainer_log_every(trainer: L.Trainer) -> int:
-    """The Trainer's ``log_every_n_steps`` (set by its logger connector; 0 under ``barebones``: use 50)."""
-    return int(getattr(trainer, "log_every_n_steps", 0) or 50)

@@ -39,8 +39,8 @@ def main(argv: list[str]) -> int:
     """Run ``stoker report``; returns 2 when the recipe or its data cannot be used."""
     args = build_parser().parse_args(argv)
     from stoker.cli import run_cli
-    from stoker.report import build_report, write_plots
-    from stoker.report_markdown import report_markdown
+    from stoker.report.markdown import report_markdown
+    from stoker.report.summary import build_report, write_plots
 
     if args.batches < 1:
         print(f"stoker report: error: --batches must be a positive integer, got {args.batches}", file=sys.stderr)

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stoker.quality import PROBLEMS, parse_problems, quarantine_entries
-from stoker.scanner import KINDS, datamodule_scan_args, scan_dataset, scan_markdown
+from stoker.quality.checks import PROBLEMS, parse_problems, quarantine_entries
+from stoker.quality.scan import KINDS, datamodule_scan_args, scan_dataset, scan_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """``stoker split PATH --val 0.1 --test 0.1 --seed 0 --out MANIFEST``: a versioned, deterministic split.
 
-Every sample is placed by a seeded hash of its class and path (:mod:`stoker.splits`), so the
+Every sample is placed by a seeded hash of its class and path (:mod:`stoker.data.splits`), so the
 split is stratified, does not depend on listing order, and adding one file moves only that file.
 The manifest (CSV: ``path,label,split,sha256``) carries the dataset fingerprint; pass it to a
 DataModule (``manifest: splits.csv``) to train on exactly this split.
@@ -12,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from stoker.image_folder import index_folder
-from stoker.manifest import build_manifest, content_hashes, write_manifest
-from stoker.scan_sources import detect_kind, index_audio_folder, scan_text
+from stoker.data.folder import index_folder, printable
+from stoker.data.manifest import build_manifest, content_hashes, write_manifest
+from stoker.data.media import media_for
+from stoker.quality.sources import detect_kind, scan_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +43,13 @@ def _samples(args: argparse.Namespace, kind: str) -> tuple[list[tuple[str, str, 
         if dropped:
             print(f"stoker split: left out {dropped} row(s) with an empty text or label", file=sys.stderr)
         return [(r.path, str(r.label), r.split) for r in usable], {r.path: str(r.sha) for r in usable}
-    if kind == "audio":
-        samples = index_audio_folder(args.path)
-    else:
-        index = index_folder(args.path)
-        samples = [(rel, index.class_names[y], split) for split, pairs in index.files.items() for rel, y in pairs]
-    hashes = content_hashes(args.path, [rel for rel, _, _ in samples], num_workers=args.workers)
-    return samples, hashes
+    index = index_folder(args.path, media=media_for(kind))
+    samples = [(rel, index.class_names[y], split) for split, pairs in index.files.items() for rel, y in pairs]
+    hashes, unreadable = content_hashes(args.path, [rel for rel, _, _ in samples], num_workers=args.workers)
+    if unreadable:
+        listed = "\n".join(f"  {printable(rel)}: {reason}" for rel, reason in sorted(unreadable.items()))
+        print(f"stoker split: left out {len(unreadable)} unreadable file(s):\n{listed}", file=sys.stderr)
+    return [s for s in samples if s[0] in hashes], hashes
 
 
 def main(argv: list[str]) -> int:

@@ -1,20 +1,28 @@
 """stoker DataModules: one per file, sharing the loader policy of :class:`StokerDataModule`."""
 
+from stoker.data.file_dataset import AudioFileDataset, ImageFileDataset
 from stoker.datamodules.audio import AudioFolderDataModule
 from stoker.datamodules.base import StokerDataModule
 from stoker.datamodules.dali import DALIImageNetDataModule
-from stoker.datamodules.digits import DigitsDataModule
 from stoker.datamodules.folder import ClassFolderDataModule
-from stoker.datamodules.image import ImageFileDataset, ImageFolderDataModule
+from stoker.datamodules.image import ImageFolderDataModule
 from stoker.datamodules.imbalanced import ImbalancedDataModule
-from stoker.datamodules.text import HFTextDataModule
+from stoker.datamodules.text import HFTextBase, HFTextDataModule
+from stoker.datamodules.text_stream import HFTextStreamDataModule
+
+# The embedded demo lives in stoker.demos; it stays importable from here, where recipes and
+# examples have always found it.
+from stoker.demos.digits import DigitsDataModule  # noqa: E402  (imports the modules above)
 
 __all__ = [
+    "AudioFileDataset",
     "AudioFolderDataModule",
     "ClassFolderDataModule",
     "DALIImageNetDataModule",
     "DigitsDataModule",
+    "HFTextBase",
     "HFTextDataModule",
+    "HFTextStreamDataModule",
     "ImageFileDataset",
     "ImageFolderDataModule",
     "ImbalancedDataModule",

@@ -7,44 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from stoker._imports import require
-from stoker.audio_io import CropMode, audio_class_names, find_bad_audio, index_audio_folder, load_clip
+from stoker.data.file_dataset import AudioFileDataset, BadSamplePolicy
+from stoker.data.folder import read_path_list
+from stoker.data.media import AUDIO
 from stoker.datamodules.folder import ClassFolderDataModule
-from stoker.image_folder import FolderIndex, read_path_list
-from stoker.loader import available_cores
-
-
-class AudioFileDataset(Dataset):
-    """Audio files and labels; items are ``{"audio": float32 [T], "label": int, "index": int}``.
-
-    Every item is mono, ``sample_rate`` Hz and exactly ``num_samples`` long: a random crop (or a
-    random placement in silence) with ``mode="random"``, the center with ``mode="center"``.
-    """
-
-    def __init__(
-        self, root: Path, samples: list[tuple[str, int]], *, sample_rate: int, num_samples: int, mode: CropMode
-    ) -> None:
-        self.root = root
-        self.samples = samples
-        self.sample_rate = sample_rate
-        self.num_samples = num_samples
-        self.mode = mode
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        relative, label = self.samples[index]
-        clip = load_clip(self.root / relative, sample_rate=self.sample_rate, num_samples=self.num_samples,
-                         mode=self.mode)
-        return {"audio": clip, "label": label, "index": index}
-
-    @property
-    def labels(self) -> list[int]:
-        """The label of every sample, in order (no file is read)."""
-        return [label for _, label in self.samples]
 
 
 class AudioFolderDataModule(ClassFolderDataModule):
@@ -60,7 +28,7 @@ class AudioFolderDataModule(ClassFolderDataModule):
 
     Class folders are listed in ``__init__`` (no audio is read) so ``num_classes`` is known at
     once; folders whose names start with ``_`` or ``.`` are not classes. Without ``val``/``test``
-    folders, the split is a seeded per-class hash of each relative path (:mod:`stoker.splits`),
+    folders, the split is a seeded per-class hash of each relative path (:mod:`stoker.data.splits`),
     or the file lists ``val_list``/``test_list`` (Speech Commands ships them). Every file is
     decoded once at setup (cached by size and mtime); unreadable, empty, zero-length and
     NaN-bearing files are excluded and reported in :attr:`bad_files` with path and reason.
@@ -88,11 +56,12 @@ class AudioFolderDataModule(ClassFolderDataModule):
         time_mask_width: Largest time mask, in frames.
         max_bad_fraction: Largest tolerated fraction of unusable files before setup raises.
         verify: ``"decode"`` checks every file by decoding it; ``"none"`` trusts the files.
+        on_bad_sample: A file that fails to load during training: ``"raise"`` an error naming it, or ``"skip"``
+            it (left out of its batch, counted and reported at the end of the epoch).
         quarantine: A file listing paths (relative to ``root``) to leave out, e.g. from ``stoker scan``.
         val_list: A file (relative to ``root`` or absolute) listing the validation files, one per line.
         test_list: Same for the test files.
         class_names: Fix the class list (and order) instead of reading it from the folders.
-        demo: Write the offline demo dataset (:mod:`stoker.demo_audio`) under ``root`` at first use.
         cache_dir: Where scan results are cached (default ``~/.cache/stoker``).
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
@@ -107,7 +76,7 @@ class AudioFolderDataModule(ClassFolderDataModule):
 
     input_key = "audio"
     target_key = "label"
-    media = "audio"
+    media = AUDIO
 
     def __init__(
         self,
@@ -134,28 +103,25 @@ class AudioFolderDataModule(ClassFolderDataModule):
         time_mask_width: int = 20,
         max_bad_fraction: float = 0.01,
         verify: str = "decode",
+        on_bad_sample: BadSamplePolicy = "raise",
         quarantine: str | None = None,
         manifest: str | None = None,
         strict_fingerprint: bool = False,
         val_list: str | None = None,
         test_list: str | None = None,
         class_names: list[str] | None = None,
-        demo: bool = False,
         cache_dir: str | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
     ) -> None:
         require("audio", "AudioFolderDataModule")
-        if demo and class_names is None:
-            from stoker.demo_audio import TONE_CLASSES
-
-            class_names = TONE_CLASSES  # the folders may not exist before prepare_data writes them
         super().__init__(
             root, val_fraction=val_fraction, test_fraction=test_fraction, max_bad_fraction=max_bad_fraction,
-            verify=verify, quarantine=quarantine, manifest=manifest, strict_fingerprint=strict_fingerprint,
-            class_names=class_names, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
-            pin_memory=pin_memory, persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+            verify=verify, on_bad_sample=on_bad_sample, quarantine=quarantine, manifest=manifest,
+            strict_fingerprint=strict_fingerprint, class_names=class_names, cache_dir=cache_dir,
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+            persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
         )
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
@@ -178,41 +144,19 @@ class AudioFolderDataModule(ClassFolderDataModule):
         )
         self.val_list = val_list
         self.test_list = test_list
-        self.demo = demo
         self._features: dict[str, torch.nn.Module] = {}
 
     # ----------------------------------------------------------------- the audio specifics
-    def _discover_class_names(self) -> list[str]:
-        return audio_class_names(self.root)
-
-    def _index(self) -> FolderIndex:
-        return index_audio_folder(self.root, self.class_names)
-
-    def _find_bad(self, index: FolderIndex, relpaths: list[str], cache_path: Path) -> dict[str, str]:
-        # A cache file of its own: an audio check and an image check of one file may disagree.
-        return find_bad_audio(index.root, relpaths, num_workers=min(8, available_cores()),
-                              cache_path=cache_path.with_name(cache_path.stem + ".audio.json"))
-
     def _build_dataset(self, root: Path, split: str, pairs: list[tuple[str, int]]) -> AudioFileDataset:
         return AudioFileDataset(root, pairs, sample_rate=self.sample_rate, num_samples=self.num_samples,
-                                mode="random" if split == "train" else "center")
-
-    def prepare_data(self) -> None:
-        """Write the demo data when asked, then decode-check every file once per node."""
-        self._build_demo()
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        """Index the tree, exclude bad and quarantined files, split, and build the datasets."""
-        self._build_demo()  # without a Trainer, prepare_data may never have run
-        super().setup(stage)
+                                mode="random" if split == "train" else "center", on_bad_sample=self.on_bad_sample)
 
     # ----------------------------------------------------------------- device-side work
     def features_on(self, device: torch.device) -> torch.nn.Module:
         """The log-mel module on ``device`` (built once per device; the filter bank stays there)."""
         key = str(device)
         if key not in self._features:
-            from stoker.audio_features import LogMelFeatures
+            from stoker.transforms.audio import LogMelFeatures
 
             self._features[key] = LogMelFeatures(self.sample_rate, **self.feature_kwargs).to(device)
         return self._features[key]
@@ -224,7 +168,7 @@ class AudioFolderDataModule(ClassFolderDataModule):
         audio = batch.get(self.input_key)
         if not isinstance(audio, torch.Tensor) or audio.ndim != 2:
             return batch  # already featurized (a second call) or not audio: leave it alone
-        from stoker.audio_features import spec_augment
+        from stoker.transforms.audio import spec_augment
 
         with torch.no_grad():
             spec = self.features_on(audio.device)(audio)
@@ -239,12 +183,6 @@ class AudioFolderDataModule(ClassFolderDataModule):
         return state
 
     # ----------------------------------------------------------------- internals
-    def _build_demo(self) -> None:
-        if self.demo:
-            from stoker.demo_audio import build_audio_tones
-
-            build_audio_tones(self.root)  # fixed data seed: changing the split seed must not rewrite the files
-
     def _listed(self, listing: str) -> set[str]:
         path = Path(listing).expanduser()
         if not path.is_absolute() and not path.is_file():

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, IterableDataset, Sampler
+from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
-from stoker.image_ops import normalize_uint8
-from stoker.loader import build_loader, default_num_workers
+from stoker.data.loader import build_loader, default_num_workers, own_state, per_rank_state
+from stoker.samplers.base import ResumableSampler
+from stoker.transforms.image import normalize_uint8
 
 
 class StokerDataModule(L.LightningDataModule):
     """Base class of every stoker DataModule.
 
-    It owns *how* data is loaded (the policy in :mod:`stoker.loader`) and what happens to a batch
+    It owns *how* data is loaded (the policy in :mod:`stoker.data.loader`) and what happens to a batch
     once it is on the device; subclasses say *what* to load by building datasets in ``setup`` and
     calling :meth:`make_loader`.
 
@@ -29,7 +31,7 @@ class StokerDataModule(L.LightningDataModule):
     Args:
         batch_size: Samples per batch on each rank.
         num_workers: DataLoader workers per rank; ``None`` divides the cores available on this
-            node among its ranks (see :func:`stoker.loader.default_num_workers`).
+            node among its ranks (see :func:`stoker.data.loader.default_num_workers`).
         pin_memory: Page-locked host memory; ``None`` turns it on when the Trainer runs on CUDA.
         persistent_workers: Keep workers alive between epochs.
         prefetch_factor: Batches loaded ahead per worker.
@@ -68,11 +70,14 @@ class StokerDataModule(L.LightningDataModule):
         self._device_stats: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         # Set by a wrapper (ImbalancedDataModule) to replace how the training split is sampled.
         self.train_sampler: Sampler | None = None
-        # Data version (stoker.manifest): set in setup by subclasses that compute one, saved in checkpoints
+        # Data version (stoker.data.manifest): set in setup by subclasses that compute one, saved in checkpoints
         # so that resuming on changed data is noticed; strict_fingerprint makes that an error.
         self.fingerprint: str | None = None
         self.strict_fingerprint = False
         self._checkpoint_fingerprint: str | None = None
+        # The training loader's sampler, and a sampler state from a checkpoint to start the next one at.
+        self.active_train_sampler: Stateful | None = None
+        self._saved_train_sampler: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- self-description
     @property
@@ -120,38 +125,56 @@ class StokerDataModule(L.LightningDataModule):
             return False
         return trainer.strategy.root_device.type == "cuda"
 
+    def world(self) -> tuple[int, int]:
+        """``(num_replicas, rank)`` of the attached Trainer (``(1, 0)`` without one)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return max(1, trainer.world_size), trainer.global_rank
+
     def make_loader(
         self,
         dataset: Dataset | Iterable[Any],
         *,
         train: bool,
         sampler: Sampler | Iterable[Any] | None = None,
-        batch_sampler: Sampler | Iterable[Any] | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
-        shuffle: bool | None = None,
-        drop_last: bool | None = None,
-    ) -> DataLoader:
-        """A DataLoader for ``dataset`` under this DataModule's loader policy.
+        batch_size: int | None | Literal["default"] = "default",
+    ) -> StatefulDataLoader:
+        """A ``StatefulDataLoader`` for ``dataset`` under this DataModule's loader policy.
 
         A training loader uses :attr:`train_sampler` when one is set and no sampler is passed.
+        ``batch_size=None`` is for samplers that yield whole batches.
+
+        Raises:
+            ValueError: A training loader would yield no batch (``batch_size`` larger than each rank's share).
         """
-        if train and sampler is None and batch_sampler is None and self.train_sampler is not None:
+        if train and sampler is None and self.train_sampler is not None:
             sampler = self.train_sampler
-        return build_loader(
+        num_replicas, rank = self.world()
+        loader = build_loader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if batch_size == "default" else batch_size,
             train=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             prefetch_factor=self.prefetch_factor,
             seed=self.seed,
-            shuffle=shuffle,
+            rank=rank,
+            num_replicas=num_replicas,
             sampler=sampler,
-            batch_sampler=batch_sampler,
             collate_fn=collate_fn,
-            drop_last=drop_last,
         )
+        if train:
+            self.track_train_sampler(loader.sampler)
+        if train and not isinstance(dataset, IterableDataset) and len(loader) == 0:
+            raise ValueError(
+                f"{type(self).__name__}: the training split has {len(dataset)} samples, which gives each of "  # type: ignore[arg-type]
+                f"{num_replicas} rank(s) no whole batch of batch_size={self.batch_size}; lower batch_size (at most "
+                f"{len(dataset) // num_replicas}) or add data"  # type: ignore[arg-type]
+            )
+        return loader
 
     # ----------------------------------------------------------------- device-side work
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -198,13 +221,36 @@ class StokerDataModule(L.LightningDataModule):
         self._log_hyperparams = True  # Lightning logs DataModule hyperparameters only when this is set
         self._check_fingerprint()
 
+    def track_train_sampler(self, sampler: Any) -> None:
+        """Remember the training loader's sampler, and start it where a restored checkpoint left off.
+
+        Lightning restores a loader's own state (its sampler's exact position) only when it resumes
+        mid-epoch. From a checkpoint written at an epoch's end it builds a fresh loader, and may
+        create its iterator (workers start loading) before it calls ``set_epoch``: without help, that
+        epoch would replay the previous epoch's order. So the DataModule's checkpoint state carries
+        the training sampler's state too, and a new training sampler starts from it (a finished epoch
+        resumes at the next one); a mid-epoch loader state, restored later, still has the last word.
+        A stream that keeps its own position (``state_dict``/``load_state_dict``) is tracked the same way.
+        """
+        if not isinstance(sampler, (ResumableSampler, Stateful)):
+            return
+        self.active_train_sampler = sampler
+        if self._saved_train_sampler is not None:
+            num_replicas, rank = self.world()
+            sampler.load_state_dict(own_state(self._saved_train_sampler, rank, num_replicas))
+            self._saved_train_sampler = None
+
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the DataModule: the data fingerprint (when known)."""
-        return {"data_fingerprint": self.fingerprint} if self.fingerprint is not None else {}
+        """What a checkpoint keeps of the DataModule: the data fingerprint and the training sampler's state."""
+        state: dict[str, Any] = {"data_fingerprint": self.fingerprint} if self.fingerprint is not None else {}
+        if self.active_train_sampler is not None:
+            state["train_sampler"] = per_rank_state(self.active_train_sampler.state_dict(), self.world()[0])
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Compare the checkpoint's data fingerprint with this data's (now, or in ``setup`` if not known yet)."""
+        """Compare the checkpoint's data fingerprint with this data's, and keep its training sampler state."""
         self._checkpoint_fingerprint = state_dict.get("data_fingerprint")
+        self._saved_train_sampler = state_dict.get("train_sampler")
         self._check_fingerprint()
 
     def _check_fingerprint(self) -> None:
@@ -233,14 +279,6 @@ class StokerDataModule(L.LightningDataModule):
             "num_classes": self.num_classes,
             "class_names": self.class_names,
         }
-
-
-def distributed_padding(num_samples: int, num_replicas: int) -> int:
-    """Samples a padded ``DistributedSampler`` repeats so that every rank gets the same count."""
-    if num_replicas <= 1 or num_samples == 0:
-        return 0
-    per_rank = -(-num_samples // num_replicas)
-    return per_rank * num_replicas - num_samples
 
 
 def as_sequence(value: str | Sequence[str] | None) -> list[str]:

@@ -9,16 +9,14 @@ from typing import Any
 import torch
 
 from stoker._imports import require
-from stoker.dali_pipeline import DALIBatches, PipelineSpec, ShardPlan, dali_unreadable
+from stoker.data.folder import FolderIndex
+from stoker.data.loader import available_cores, local_world_size
+from stoker.data.media import IMAGE
 from stoker.datamodules.folder import ClassFolderDataModule
-from stoker.image_folder import (
-    FolderIndex,
-    class_names_of,
-    find_bad_images,
-    index_folder,
-)
-from stoker.image_transforms import IMAGENET_MEAN, IMAGENET_STD
-from stoker.loader import available_cores, local_world_size
+from stoker.io.dali import DALIBatches, PipelineSpec, dali_unreadable
+from stoker.samplers.distributed import ResumableDistributedSampler
+from stoker.samplers.shard_plan import ShardPlan
+from stoker.transforms.image import IMAGENET_MEAN, IMAGENET_STD
 
 _DECODE_DEVICES = ("auto", "mixed", "cpu")
 
@@ -32,23 +30,23 @@ class DALIImageNetDataModule(ClassFolderDataModule):
     normalized float on the device. ``index`` is the sample's position in its split, read back from
     DALI's file reader, so it names exactly the file each row came from.
 
-    Training reads a global permutation per epoch, cut into one shard per rank
-    (``shard_id``/``num_shards``), decodes a random crop (``decoders.image_random_crop``: on the GPU
-    with ``device="mixed"`` when the Trainer runs on CUDA, otherwise on the CPU with
-    ``device_id=None``), resizes it to ``image_size`` and flips it at random. Evaluation resizes the
-    shorter side to ``image_size / crop_pct`` and center-crops. Every rank gets the same number of
-    batches: the file list is padded to a multiple of the world size (the repeats are reported in
-    :meth:`describe`), training drops each shard's last partial batch, evaluation trims it.
+    Which files each rank reads comes from the same sampler as on the torchvision path
+    (:class:`~stoker.samplers.ResumableDistributedSampler`): in training a permutation per epoch
+    from ``(seed, epoch)``, identical on every rank, cut into one equal share per rank (padded by
+    repeating its head, reported in :meth:`describe`) of whole batches; in evaluation every sample
+    exactly once over the ranks (the last batch of a rank trimmed to its real samples). DALI reads
+    each rank's files of the epoch in that order, decodes a random crop
+    (``decoders.image_random_crop``: on the GPU with ``device="mixed"`` when the Trainer runs on
+    CUDA, otherwise on the CPU with ``device_id=None``), resizes it to ``image_size`` and flips it
+    at random. Evaluation resizes the shorter side to ``image_size / crop_pct`` and center-crops.
 
     DALI cannot skip a corrupt file mid-epoch, so every file is decode-checked up front by the same
     scan as the image-folder DataModule (cached), and bad, quarantined and GIF files (which DALI does
     not decode) are left out and reported in :attr:`bad_files` and :attr:`quarantined`.
 
-    Resuming: epoch ``e`` is seeded from ``(seed, e)``, so a run resumed at an epoch boundary reads
-    the same order and draws as an uninterrupted one. The training iterable is stateful (Lightning
-    saves ``{"epoch", "batches"}`` with the loops); resumed mid-epoch, the batches already trained
-    are decoded again and skipped, so the rest of the epoch is exactly what an uninterrupted run
-    would have read, at the cost of that decoding.
+    Resuming: the training iterable is stateful (its sampler's position, counted in batches the
+    model received), so Lightning checkpoints it; resumed mid-epoch, DALI reads exactly the samples
+    of the epoch not trained yet, and nothing is decoded twice.
 
     Args:
         root: Dataset root: ``root/train/<class>/…`` with ``root/val/<class>/…`` (ImageNet), or one
@@ -86,7 +84,7 @@ class DALIImageNetDataModule(ClassFolderDataModule):
     """
 
     input_key = "image"
-    media = "image"
+    media = IMAGE
     target_key = "label"
 
     def __init__(
@@ -122,8 +120,8 @@ class DALIImageNetDataModule(ClassFolderDataModule):
         super().__init__(
             root, val_fraction=val_fraction, test_fraction=test_fraction, max_bad_fraction=max_bad_fraction,
             verify=verify, quarantine=quarantine, manifest=manifest, strict_fingerprint=strict_fingerprint,
-            class_names=class_names, cache_dir=cache_dir, batch_size=batch_size, num_workers=0, pin_memory=None,
-            persistent_workers=False, prefetch_factor=2, seed=seed,
+            on_bad_sample="raise", class_names=class_names, cache_dir=cache_dir, batch_size=batch_size, num_workers=0,
+            pin_memory=None, persistent_workers=False, prefetch_factor=2, seed=seed,
         )
         _check_args(image_size, num_threads, hw_decoder_load, decode_device, crop_pct, scale, ratio, hflip,
                     prefetch_queue_depth)
@@ -143,27 +141,15 @@ class DALIImageNetDataModule(ClassFolderDataModule):
         self._loaders: dict[tuple[str, int, int, str], DALIBatches] = {}
 
     # ----------------------------------------------------------------- the DALI specifics
-    def _discover_class_names(self) -> list[str]:
-        return class_names_of(self.root)
-
-    def _index(self) -> FolderIndex:
-        return index_folder(self.root, self.class_names)
-
-    def _find_bad(self, index: FolderIndex, relpaths: list[str], cache_path: Path) -> dict[str, str]:
-        bad = find_bad_images(index.root, relpaths, num_workers=min(8, available_cores()), cache_path=cache_path)
-        bad.update({rel: why for rel, why in dali_unreadable(relpaths).items() if rel not in bad})
-        return dict(sorted(bad.items()))
-
     def _build_dataset(self, root: Path, split: str, pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
         # DALI's reader takes the file list itself; the "dataset" is that list.
         self._file_root = os.fspath(root)
         return pairs
 
-    def _scan(self, index: FolderIndex) -> dict[str, str]:
-        if self.verify == "none":  # DALI-unreadable formats are left out even when files are trusted
-            relpaths = [rel for pairs in index.files.values() for rel, _ in pairs]
-            return dali_unreadable(relpaths)
-        return super()._scan(index)
+    def _scan(self, index: FolderIndex, relpaths: list[str]) -> dict[str, str]:
+        # DALI-unreadable formats are left out even when the files are trusted (verify="none").
+        bad = {**dali_unreadable(relpaths), **super()._scan(index, relpaths)}
+        return dict(sorted(bad.items()))
 
     def train_dataloader(self) -> DALIBatches:
         return self.batches("train")
@@ -211,28 +197,38 @@ class DALIImageNetDataModule(ClassFolderDataModule):
         key = (split, rank, world_size, device)
         if key not in self._loaders:
             pairs = self.splits[split]
-            spec = self._spec([rel for rel, _ in pairs], train=split == "train", world_size=world_size,
-                              device=device, device_id=device_id)
-            progress = self._train_progress if split == "train" and trainer is not None else None
+            train = split == "train"
+            sampler = ResumableDistributedSampler(len(pairs), num_replicas=world_size, rank=rank, shuffle=train,
+                                                  seed=self.seed, drop_last=train, batch_size=self.batch_size,
+                                                  even=train)
+            if not len(sampler):
+                raise ValueError(
+                    f"batch_size={self.batch_size} is larger than the {sampler.plan.rank_size(rank)} training samples "
+                    f"each of {world_size} rank(s) reads per epoch; lower batch_size or add data"
+                )
+            if train:
+                self.track_train_sampler(sampler)
+            spec = self._spec([rel for rel, _ in pairs], train=train, device=device, device_id=device_id)
             self._loaders[key] = DALIBatches(
-                spec, [y for _, y in pairs], shard_id=rank, seed=self.seed, progress=progress, device=target,
-                input_key=self.input_key, target_key=self.target_key or "label",
+                spec, [y for _, y in pairs], sampler, seed=self.seed, device=target, input_key=self.input_key,
+                target_key=self.target_key or "label",
             )
         return self._loaders[key]
 
     def plan(self, split: str, world_size: int = 1) -> ShardPlan:
         """Padding, batches per rank and dropped samples of a split (after ``setup``)."""
-        return ShardPlan(len(self.splits[split]), world_size, self.batch_size, drop_last=split == "train")
+        train = split == "train"
+        return ShardPlan(len(self.splits[split]), world_size, mode="pad" if train else "unrepeated",
+                         batch_size=self.batch_size, drop_last=train)
 
     # ----------------------------------------------------------------- internals
-    def _spec(self, files: list[str], *, train: bool, world_size: int, device: str,
-              device_id: int | None) -> PipelineSpec:
+    def _spec(self, files: list[str], *, train: bool, device: str, device_id: int | None) -> PipelineSpec:
         threads = self.num_threads or max(1, available_cores() // self._ranks_per_node())
         return PipelineSpec(
             file_root=self._file_root, files=tuple(files), train=train, image_size=self.image_size,
             resize_shorter=int(round(self.image_size / self.crop_pct)), scale=self.scale, ratio=self.ratio,
             hflip=self.hflip, device=device, device_id=device_id, num_threads=threads,
-            batch_size=self.batch_size, num_shards=world_size, hw_decoder_load=self.hw_decoder_load,
+            batch_size=self.batch_size, hw_decoder_load=self.hw_decoder_load,
             prefetch_queue_depth=self.prefetch_queue_depth,
         )
 
@@ -255,18 +251,6 @@ class DALIImageNetDataModule(ClassFolderDataModule):
         index = cuda.index if cuda.index is not None else torch.cuda.current_device()
         return "mixed", index, torch.device("cuda", index)
 
-    def _train_progress(self) -> tuple[int, int]:
-        """``(epoch to read next, batches trained in the current epoch)`` from the Trainer's fit loop."""
-        trainer = self.trainer
-        assert trainer is not None  # only installed when a Trainer is attached
-        # "processed" counters: the epoch one is what Lightning itself passes to set_epoch (it is
-        # already the next epoch when restoring an end-of-epoch checkpoint, where current_epoch is
-        # not yet); the batch one counts steps that ran ("completed" lags by one at batch end).
-        epochs = trainer.fit_loop.epoch_progress.current
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current
-        epoch = int(getattr(epochs, "processed", epochs.completed))
-        return epoch, int(getattr(batches, "processed", batches.completed))
-
     def _sizes(self) -> dict[str, int]:
         return {split: len(pairs) for split, pairs in self.splits.items()}
 
@@ -281,9 +265,9 @@ class DALIImageNetDataModule(ClassFolderDataModule):
         for split, pairs in self.splits.items():
             if pairs:
                 plan = self.plan(split, world_size)
-                info[f"{split}_batches_per_rank"] = plan.batches
+                info[f"{split}_batches_per_rank"] = plan.num_batches(0)
                 info[f"{split}_padding"] = plan.padding  # samples read twice per epoch across ranks
-                info[f"{split}_dropped_per_rank"] = plan.dropped
+                info[f"{split}_dropped_per_rank"] = plan.dropped(0)
         return info
 
     def __getstate__(self) -> dict[str, Any]:

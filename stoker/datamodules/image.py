@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
+from stoker.data.file_dataset import BadSamplePolicy, ImageFileDataset
+from stoker.data.media import IMAGE
 from stoker.datamodules.folder import ClassFolderDataModule
-from stoker.image_folder import (
-    FolderIndex,
-    class_names_of,
-    find_bad_images,
-    index_folder,
-)
-from stoker.image_ops import read_image
-from stoker.image_transforms import (
+from stoker.transforms.image import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AutoAugment,
@@ -24,34 +16,6 @@ from stoker.image_transforms import (
     timm_input_config,
     train_transform,
 )
-from stoker.loader import available_cores
-
-
-class ImageFileDataset(Dataset):
-    """Image files and labels; items are ``{"image": uint8 [3, H, W], "label": int, "index": int}``.
-
-    ``index`` is the position in this dataset, so that what a rank saw can be traced back to files.
-    """
-
-    def __init__(self, root: Path, samples: list[tuple[str, int]], transform: Callable[[Any], Any] | None) -> None:
-        self.root = root
-        self.samples = samples
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        relative, label = self.samples[index]
-        image = read_image(self.root / relative)
-        if self.transform is not None:
-            image = self.transform(image)
-        return {"image": image, "label": label, "index": index}
-
-    @property
-    def labels(self) -> list[int]:
-        """The label of every sample, in order (no file is read)."""
-        return [label for _, label in self.samples]
 
 
 class ImageFolderDataModule(ClassFolderDataModule):
@@ -59,7 +23,7 @@ class ImageFolderDataModule(ClassFolderDataModule):
 
     Layouts: ``root/train/<class>/…`` with ``root/val/<class>/…`` (and optionally ``test``), or a
     single ``root/<class>/…`` split by a seeded, per-class hash of each file's relative path (see
-    :mod:`stoker.splits`), so the split does not depend on listing order. Class indices follow the
+    :mod:`stoker.data.splits`), so the split does not depend on listing order. Class indices follow the
     sorted class folder names.
 
     Every image file is decoded once by a parallel scan (in ``prepare_data`` on each node, then
@@ -89,6 +53,8 @@ class ImageFolderDataModule(ClassFolderDataModule):
         channels_last: Hand the model channels_last float images.
         max_bad_fraction: Largest tolerated fraction of undecodable files.
         verify: ``"decode"`` checks every file by decoding it; ``"none"`` trusts the files.
+        on_bad_sample: A file that fails to load during training: ``"raise"`` an error naming it, or ``"skip"``
+            it (left out of its batch, counted and reported at the end of the epoch).
         quarantine: A file listing paths (relative to ``root``) to leave out, e.g. from ``stoker scan``.
         manifest: A split manifest from ``stoker split``; it replaces the folder's own split.
         strict_fingerprint: Resuming from a checkpoint whose data fingerprint differs is an error, not a warning.
@@ -106,7 +72,7 @@ class ImageFolderDataModule(ClassFolderDataModule):
 
     input_key = "image"
     target_key = "label"
-    media = "image"
+    media = IMAGE
 
     def __init__(
         self,
@@ -129,6 +95,7 @@ class ImageFolderDataModule(ClassFolderDataModule):
         channels_last: bool = False,
         max_bad_fraction: float = 0.01,
         verify: str = "decode",
+        on_bad_sample: BadSamplePolicy = "raise",
         quarantine: str | None = None,
         manifest: str | None = None,
         strict_fingerprint: bool = False,
@@ -140,9 +107,10 @@ class ImageFolderDataModule(ClassFolderDataModule):
     ) -> None:
         super().__init__(
             root, val_fraction=val_fraction, test_fraction=test_fraction, max_bad_fraction=max_bad_fraction,
-            verify=verify, quarantine=quarantine, manifest=manifest, strict_fingerprint=strict_fingerprint,
-            class_names=class_names, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
-            pin_memory=pin_memory, persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+            verify=verify, on_bad_sample=on_bad_sample, quarantine=quarantine, manifest=manifest,
+            strict_fingerprint=strict_fingerprint, class_names=class_names, cache_dir=cache_dir,
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+            persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
         )
         interpolation = "bilinear"
         if timm_model is not None:
@@ -160,17 +128,9 @@ class ImageFolderDataModule(ClassFolderDataModule):
         self.eval_transform = eval_transform(image_size, crop_pct=crop_pct, interpolation=interpolation)
 
     # ----------------------------------------------------------------- the image specifics
-    def _discover_class_names(self) -> list[str]:
-        return class_names_of(self.root)
-
-    def _index(self) -> FolderIndex:
-        return index_folder(self.root, self.class_names)
-
-    def _find_bad(self, index: FolderIndex, relpaths: list[str], cache_path: Path) -> dict[str, str]:
-        return find_bad_images(index.root, relpaths, num_workers=min(8, available_cores()), cache_path=cache_path)
-
     def _build_dataset(self, root: Path, split: str, pairs: list[tuple[str, int]]) -> ImageFileDataset:
-        return ImageFileDataset(root, pairs, self.train_transform if split == "train" else self.eval_transform)
+        return ImageFileDataset(root, pairs, self.train_transform if split == "train" else self.eval_transform,
+                                on_bad_sample=self.on_bad_sample)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -1,6 +1,6 @@
 """Rebalance the training split of any labelled DataModule by weighted sampling under DDP.
 
-The class weights follow :mod:`stoker.class_weights` (inverse frequency, inverse square root, or
+The class weights follow :mod:`stoker.samplers.class_weights` (inverse frequency, inverse square root, or
 the effective number of samples of Cui et al., CVPR 2019); sampling uses
 :class:`~stoker.samplers.DistributedWeightedSampler`, one global draw per epoch cut into
 disjoint, equal shards per rank.
@@ -13,13 +13,20 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.data import extract_batch_size
 from torch.utils.data import DataLoader, IterableDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.class_weights import STRATEGIES, Strategy, class_counts, compute_class_weights, natural_mix, target_mix
 from stoker.datamodules.base import StokerDataModule
+from stoker.samplers.class_weights import (
+    STRATEGIES,
+    Strategy,
+    class_counts,
+    compute_class_weights,
+    natural_mix,
+    target_mix,
+)
 from stoker.samplers.weighted import DistributedWeightedSampler
 
 
@@ -93,9 +100,7 @@ class ImbalancedDataModule(L.LightningDataModule):
         self._labels: torch.Tensor | None = None
         self._counts: list[int] = []
         self._weights: torch.Tensor | None = None
-        self._pending_sampler_state: dict[str, Any] | None = None
         self._epochs: list[dict[str, Any]] = []
-        self._loader_batch_size: int | None = None
 
     # ----------------------------------------------------------------- self-description
     @property
@@ -178,8 +183,8 @@ class ImbalancedDataModule(L.LightningDataModule):
             return self.datamodule.train_dataloader()
         if self._weights is None:
             self.setup("fit")
-        sampler = self._build_sampler()
         if isinstance(self.datamodule, StokerDataModule):
+            sampler = self._build_sampler(self.datamodule.batch_size)
             self.datamodule.train_sampler = sampler
             loader = self.datamodule.train_dataloader()
             if getattr(loader, "sampler", None) is not sampler:
@@ -188,8 +193,10 @@ class ImbalancedDataModule(L.LightningDataModule):
                     "sampler or batch_sampler); it cannot be rebalanced by ImbalancedDataModule"
                 )
         else:
-            loader = _with_sampler(self.datamodule.train_dataloader(), sampler)
-        self._loader_batch_size = loader.batch_size
+            original = self.datamodule.train_dataloader()
+            whole = getattr(original, "drop_last", False) and getattr(original, "batch_size", None)
+            sampler = self._build_sampler(whole or None)
+            loader = _with_sampler(original, sampler)
         if len(loader.dataset) != len(sampler.weights):  # type: ignore[arg-type]
             raise ValueError(
                 f"train_labels() returned {len(sampler.weights)} labels but the training dataset has "
@@ -226,29 +233,17 @@ class ImbalancedDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The wrapped module's state plus the sampler's, with ``yielded`` set to the samples this rank
-        has trained on in the current epoch (the sampler itself runs ahead by the prefetched batches)."""
-        state: dict[str, Any] = {"datamodule": self.datamodule.state_dict(), "class_mix": list(self._epochs)}
-        if self.sampler is not None:
-            sampler_state = self.sampler.state_dict()
-            trainer = self.trainer
-            batch_size = self._loader_batch_size
-            if trainer is not None and batch_size:
-                current = trainer.fit_loop.epoch_loop.batch_progress.current
-                # `processed` (a batch whose training step ran) is declared only on the runtime class.
-                done = int(getattr(current, "processed", current.completed))
-                sampler_state["yielded"] = min(done * batch_size, len(self.sampler))
-            state["sampler"] = sampler_state
-        return state
+        """The wrapped module's state and the realised class mix so far.
+
+        The sampler's position is not here: it is part of the training loader's state (a
+        ``StatefulDataLoader``), which Lightning checkpoints and restores.
+        """
+        return {"datamodule": self.datamodule.state_dict(), "class_mix": list(self._epochs)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the wrapped module and, once the training loader is built, resume the sampler mid-epoch."""
+        """Restore the wrapped module and the class-mix history."""
         self.datamodule.load_state_dict(state_dict.get("datamodule", {}))
         self._epochs = list(state_dict.get("class_mix", []))
-        self._pending_sampler_state = state_dict.get("sampler")
-        if self.sampler is not None and self._pending_sampler_state is not None:
-            self.sampler.load_state_dict(self._pending_sampler_state)
-            self._pending_sampler_state = None
 
     # ----------------------------------------------------------------- reporting
     def class_mix_report(self) -> dict[str, Any]:
@@ -294,25 +289,19 @@ class ImbalancedDataModule(L.LightningDataModule):
             )
         return labels
 
-    def _build_sampler(self) -> DistributedWeightedSampler:
+    def _build_sampler(self, batch_size: int | None) -> DistributedWeightedSampler:
         assert self._labels is not None and self._weights is not None  # set together in setup("fit")
         trainer = self.trainer
-        if trainer is not None:
-            num_replicas, rank = trainer.world_size, trainer.global_rank
-        elif dist.is_available() and dist.is_initialized():
-            num_replicas, rank = dist.get_world_size(), dist.get_rank()
-        else:
-            num_replicas, rank = 1, 0
-        sample_weights = self._weights[self._labels]
+        num_replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (None, None)
         epoch = self.sampler.epoch if self.sampler is not None else 0
+        # Whole batches only, as every stoker training loader: the draw is random, so cutting its tail
+        # to a multiple of the ranks loses nothing a padded draw would have kept.
         self.sampler = DistributedWeightedSampler(
-            self._labels.tolist(), sample_weights, num_samples=self.num_samples, replacement=self.replacement,
-            num_replicas=num_replicas, rank=rank, seed=self.seed,
+            self._labels.tolist(), self._weights[self._labels], num_samples=self.num_samples,
+            replacement=self.replacement, num_replicas=num_replicas, rank=rank, seed=self.seed,
+            drop_last=batch_size is not None, batch_size=batch_size,
         )
         self.sampler.set_epoch(epoch)
-        if self._pending_sampler_state is not None:
-            self.sampler.load_state_dict(self._pending_sampler_state)
-            self._pending_sampler_state = None
         return self.sampler
 
     def _record_epoch(self, epoch: int) -> None:
@@ -335,8 +324,12 @@ class ImbalancedDataModule(L.LightningDataModule):
         rank_zero_info(f"ImbalancedDataModule epoch {epoch} class mix realised/target: {mix} (max gap {gap:.3f})")
 
 
-def _with_sampler(loader: DataLoader, sampler: DistributedWeightedSampler) -> DataLoader:
-    """Rebuild a plain DataLoader around ``sampler``, keeping its batching and worker settings."""
+def _with_sampler(loader: DataLoader, sampler: DistributedWeightedSampler) -> StatefulDataLoader:
+    """Rebuild a plain DataLoader around ``sampler``, keeping its batching and worker settings.
+
+    The rebuilt loader is a ``StatefulDataLoader``, so the weighted draw resumes mid-epoch like every
+    stoker loader; the sampler already yields whole batches only.
+    """
     if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
         raise TypeError(
             f"the wrapped train_dataloader() returned {type(loader).__name__} over "
@@ -354,7 +347,6 @@ def _with_sampler(loader: DataLoader, sampler: DistributedWeightedSampler) -> Da
         "num_workers": loader.num_workers,
         "collate_fn": loader.collate_fn,
         "pin_memory": loader.pin_memory,
-        "drop_last": loader.drop_last,
         "timeout": loader.timeout,
         "worker_init_fn": loader.worker_init_fn,
         "multiprocessing_context": loader.multiprocessing_context,
@@ -363,4 +355,4 @@ def _with_sampler(loader: DataLoader, sampler: DistributedWeightedSampler) -> Da
     if loader.num_workers > 0:
         kwargs["persistent_workers"] = loader.persistent_workers
         kwargs["prefetch_factor"] = loader.prefetch_factor
-    return DataLoader(loader.dataset, **kwargs)
+    return StatefulDataLoader(loader.dataset, **kwargs)

@@ -104,6 +104,6 @@ class AudioClassifier(StokerClassifier):
             raise TypeError(
                 f"AudioClassifier expects float log-mel spectrograms [N, 1, n_mels, frames], got {spec.dtype} of "
                 f"shape {tuple(spec.shape)}; raw waveforms [N, T] are turned into spectrograms on the device by "
-                "AudioFolderDataModule (a plain DataLoader must apply stoker.audio_features.LogMelFeatures)"
+                "AudioFolderDataModule (a plain DataLoader must apply stoker.transforms.audio.LogMelFeatures)"
             )
         return self.model(spec)

@@ -8,8 +8,8 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from stoker._imports import require
+from stoker.data.hf import resolve_pretrained
 from stoker.models.classifier import StokerClassifier
-from stoker.text_data import resolve_pretrained
 
 
 class TextClassifier(StokerClassifier):

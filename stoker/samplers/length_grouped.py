@@ -9,18 +9,20 @@ epoch stays a random draw.
 
 Unlike ``LengthGroupedSampler`` this one is distributed: the global list of batches is built
 identically on every rank from ``(seed, epoch)`` and dealt out round-robin, so ranks see disjoint
-batches and every rank gets the same number (padded with repeats of the first batches, or trimmed
-with ``drop_last``), which keeps DDP's collective calls in step.
+batches; in training every rank gets the same number (padded with repeats of the first batches,
+or trimmed with ``drop_last``), which keeps DDP's collective calls in step, and in evaluation every
+batch is seen exactly once. It resumes mid-epoch like every stoker sampler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+
+from stoker.data.seeds import derive_seed
+from stoker.samplers.base import ResumableSampler
+from stoker.samplers.shard_plan import ShardMode, ShardPlan
 
 
 def length_grouped_batches(
@@ -40,18 +42,20 @@ def length_grouped_batches(
             in their natural order, sorted by length inside each mega-batch, batches in order.
         mega_batch_factor: Mega-batch size in batches. Larger sorts more globally (less padding)
             but makes batch composition less random.
-        drop_last: Drop the one incomplete batch.
+        drop_last: Leave out ``len(lengths) % batch_size`` samples so every batch is full. They are
+            the last ones of the epoch's random order, so which samples fall off changes every
+            epoch (sorting first would drop the shortest ones every time).
     """
     n = len(lengths)
     order = torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
+    if drop_last:
+        order = order[: n - n % batch_size]
     mega = max(1, mega_batch_factor) * batch_size
     grouped: list[int] = []
-    for start in range(0, n, mega):
+    for start in range(0, len(order), mega):
         chunk = order[start : start + mega]
         grouped.extend(sorted(chunk, key=lambda i: -lengths[i]))
-    batches = [grouped[i : i + batch_size] for i in range(0, n, batch_size)]
-    if batches and len(batches[-1]) < batch_size and drop_last:
-        batches.pop()
+    batches = [grouped[i : i + batch_size] for i in range(0, len(grouped), batch_size)]
     if generator is not None and batches:
         perm = torch.randperm(len(batches), generator=generator).tolist()
         batches = [batches[i] for i in perm]
@@ -61,11 +65,16 @@ def length_grouped_batches(
     return batches
 
 
-class LengthGroupedBatchSampler(DistributedSampler):
-    """Yields lists of indices (whole batches) grouped by length, sharded across ranks.
+class LengthGroupedBatchSampler(ResumableSampler):
+    """Yields lists of indices (whole batches) grouped by length, sharded across ranks, resumable mid-epoch.
 
-    Use it as the ``sampler`` of a DataLoader with ``batch_size=None``: Lightning sees a
+    Use it as the ``sampler`` of a loader with ``batch_size=None``: Lightning sees a
     ``DistributedSampler`` and does not wrap it again, and ``set_epoch`` reseeds it every epoch.
+    The global list of batches of epoch ``e`` is drawn from ``(seed, "length_grouped", e)``,
+    identical on every rank, and each rank takes its share of the batches by
+    :class:`~stoker.samplers.ShardPlan`: in training (``even=True``) the same number on every rank
+    (the first batches repeated, or the surplus cut with ``drop_last``, chosen at random by the
+    shuffle); in evaluation (``even=False``) every batch exactly once.
 
     Args:
         lengths: Token length of every sample of the dataset.
@@ -73,10 +82,11 @@ class LengthGroupedBatchSampler(DistributedSampler):
         num_replicas: Ranks (default: the world size when ``torch.distributed`` is initialised, else 1).
         rank: This rank (default: the distributed rank, else 0).
         shuffle: Random batches each epoch; ``False`` for evaluation (still length-grouped).
-        seed: Base seed; the order of epoch ``e`` is drawn from ``seed + e``, identical on every rank.
+        seed: Base seed shared by all ranks.
         mega_batch_factor: Mega-batch size in batches.
-        drop_last: Drop the incomplete batch and the batches that do not divide evenly among the
-            ranks; otherwise the first batches are repeated so every rank gets the same count.
+        drop_last: Only full batches, and only as many as divide evenly among the ranks; otherwise
+            every sample is used and the first batches are repeated so every rank gets the same count.
+        even: Give every rank the same number of batches (training); ``False`` for unrepeated evaluation.
 
     Raises:
         ValueError: A non-positive ``batch_size``/``mega_batch_factor`` or ``rank`` outside ``[0, num_replicas)``.
@@ -84,8 +94,10 @@ class LengthGroupedBatchSampler(DistributedSampler):
     Example::
 
         sampler = LengthGroupedBatchSampler(lengths, 32, num_replicas=2, rank=0)
-        loader = DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=collate)
+        loader = StatefulDataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=collate)
     """
+
+    order_keys = ("seed", "num_replicas", "length", "batch_size", "mega_batch_factor")
 
     def __init__(
         self,
@@ -98,86 +110,40 @@ class LengthGroupedBatchSampler(DistributedSampler):
         seed: int = 0,
         mega_batch_factor: int = 50,
         drop_last: bool = False,
+        even: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if mega_batch_factor < 1:
             raise ValueError(f"mega_batch_factor must be a positive integer, got {mega_batch_factor}")
-        distributed = dist.is_available() and dist.is_initialized()
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if distributed else 1
-        if rank is None:
-            rank = dist.get_rank() if distributed else 0
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas); got rank={rank}, num_replicas={num_replicas}")
-        super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)  # type: ignore[arg-type]
+        super().__init__(len(lengths), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
         self.lengths = [int(x) for x in lengths]
         self.batch_size = batch_size
         self.mega_batch_factor = mega_batch_factor
-        self.position = 0  # batches of the current epoch already yielded (or restored from a checkpoint)
-        self._resume_from = 0
-        self.padding_batches = 0
+        rows = len(self.lengths) - len(self.lengths) % batch_size if drop_last else len(self.lengths)
+        mode: ShardMode = ("cut" if drop_last else "pad") if even else "unrepeated"
+        self.plan = ShardPlan(-(-rows // batch_size), self.num_replicas, mode=mode)
 
-    def _global_batches(self) -> list[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch) if self.shuffle else None
-        return length_grouped_batches(
-            self.lengths, self.batch_size, generator=generator, mega_batch_factor=self.mega_batch_factor,
-            drop_last=self.drop_last,
-        )
+    @property
+    def padding_batches(self) -> int:
+        """Batches that appear twice per epoch so that every rank runs the same number of steps."""
+        return self.plan.padding
+
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """Every rank's batches of an epoch, before sharding (identical on every rank)."""
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "length_grouped", epoch)) \
+            if self.shuffle else None
+        return length_grouped_batches(self.lengths, self.batch_size, generator=generator,
+                                      mega_batch_factor=self.mega_batch_factor, drop_last=self.drop_last)
 
     def rank_batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch, in order (the full list, ignoring any resume point)."""
-        batches = self._global_batches()
-        remainder = len(batches) % self.num_replicas
-        if remainder and self.drop_last:
-            batches = batches[: len(batches) - remainder]
-            self.padding_batches = 0
-        elif remainder:
-            extra = self.num_replicas - remainder
-            # Repeat from the start (cycling for tiny datasets) so every rank runs the same number of steps.
-            batches = batches + [batches[i % len(batches)] for i in range(extra)]
-            self.padding_batches = extra
-        else:
-            self.padding_batches = 0
-        return batches[self.rank :: self.num_replicas]
+        return self.plan.shard(self.global_batches(), self.rank)
 
-    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        batches = self.rank_batches()
-        start, self._resume_from = self._resume_from, 0
-        self.position = start
-        for batch in batches[start:]:
-            self.position += 1
-            yield batch
+    def epoch_items(self) -> list[list[int]]:
+        return self.rank_batches()
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.lengths), self.batch_size)
-        total = full + (1 if rest and not self.drop_last else 0)
-        if self.drop_last:
-            return total // self.num_replicas
-        return -(-total // self.num_replicas)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reseed for ``epoch``; a new epoch forgets any resume point of the previous one."""
-        if epoch != self.epoch:
-            self._resume_from = 0
-            self.position = 0
-        super().set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where this rank is: ``{"epoch", "position", "seed", "num_replicas"}``."""
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "num_replicas": self.num_replicas}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the next iteration of epoch ``state["epoch"]`` skips its first ``position`` batches.
-
-        Raises:
-            ValueError: The state was saved with another seed or number of ranks (its order would differ).
-        """
-        for key in ("seed", "num_replicas"):
-            if key in state and state[key] != getattr(self, key):
-                raise ValueError(
-                    f"cannot resume LengthGroupedBatchSampler: the checkpoint has {key}={state[key]}, this run "
-                    f"has {key}={getattr(self, key)}; resume with the same {key} or start the epoch afresh"
-                )
-        self.epoch = int(state["epoch"])
-        self.position = self._resume_from = int(state["position"])
+        return self.plan.share(self.rank)

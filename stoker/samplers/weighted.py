@@ -9,13 +9,13 @@ disjoint, equal-length slice of it, so the union of the shards is exactly the gl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence, Sized
-from typing import Any
+from collections.abc import Sequence, Sized
 
-import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+
+from stoker.data.seeds import derive_seed
+from stoker.samplers.base import ResumableSampler
+from stoker.samplers.shard_plan import ShardPlan
 
 
 def weighted_draw(
@@ -45,19 +45,18 @@ def weighted_draw(
     return torch.topk(races, num_samples, largest=False, sorted=True).indices
 
 
-class DistributedWeightedSampler(DistributedSampler):
+class DistributedWeightedSampler(ResumableSampler):
     """Weighted sampling with one global draw per epoch, cut into disjoint equal shards per rank.
 
     Each epoch draws ``num_samples`` indices with probability proportional to ``weights`` from a
-    generator seeded by ``(seed, epoch)``; every rank makes the identical draw and keeps positions
-    ``rank, rank + num_replicas, ...`` of it. Without ``drop_last`` the draw is padded with its own
-    first indices to a multiple of ``num_replicas`` (as ``DistributedSampler`` pads); with it, the
-    tail is cut. Being a ``DistributedSampler``, Lightning does not wrap it again, and it calls
-    :meth:`set_epoch` every epoch.
+    generator seeded by ``(seed, "weighted", epoch)``; every rank makes the identical draw and
+    takes its share of it by :class:`~stoker.samplers.ShardPlan`: positions ``rank, rank +
+    num_replicas, ...``, the draw padded with its own first indices (or cut with ``drop_last``) so
+    every rank gets the same count. Being a ``DistributedSampler``, Lightning does not wrap it
+    again, and it calls :meth:`set_epoch` every epoch.
 
-    The sampler is stateful: :meth:`state_dict` records the epoch, the seed and how many indices
-    of the current epoch this rank has handed out; after :meth:`load_state_dict` the next
-    iteration yields exactly the remaining ones. torchdata's ``StatefulDataLoader`` picks this up.
+    It resumes mid-epoch like every stoker sampler (:class:`~stoker.samplers.ResumableSampler`):
+    torchdata's ``StatefulDataLoader`` saves and restores its position.
 
     Attributes:
         num_samples: Indices per rank and epoch (``DistributedSampler``'s meaning; ``len(sampler)``).
@@ -72,7 +71,9 @@ class DistributedWeightedSampler(DistributedSampler):
         num_replicas: Number of ranks (default: the process group's world size, else 1).
         rank: This rank (default: the process group's rank, else 0).
         seed: Seed shared by all ranks; the draw of an epoch depends only on ``(seed, epoch)``.
-        drop_last: Cut the draw to a multiple of ``num_replicas`` instead of padding it.
+        drop_last: Cut the draw to a multiple of ``num_replicas`` and, with ``batch_size``, each
+            rank's share to whole batches, instead of padding.
+        batch_size: Samples per batch of the loader, for the whole-batch cut.
 
     Raises:
         ValueError: bad weights (length, negative, NaN, all zero), ``num_samples``, or rank.
@@ -80,8 +81,10 @@ class DistributedWeightedSampler(DistributedSampler):
     Example::
 
         sampler = DistributedWeightedSampler(ds, weights, num_replicas=trainer.world_size, rank=trainer.global_rank)
-        loader = DataLoader(ds, batch_size=32, sampler=sampler)
+        loader = StatefulDataLoader(ds, batch_size=32, sampler=sampler)
     """
+
+    order_keys = ("seed", "num_replicas", "length", "total_draws")
 
     def __init__(
         self,
@@ -94,12 +97,10 @@ class DistributedWeightedSampler(DistributedSampler):
         rank: int | None = None,
         seed: int = 0,
         drop_last: bool = False,
+        batch_size: int | None = None,
     ) -> None:
-        num_replicas, rank = _resolve_replicas(num_replicas, rank)
-        # DistributedSampler only takes len(dataset), so any sized object (a label list) will do.
-        super().__init__(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last  # type: ignore[arg-type]
-        )
+        super().__init__(len(dataset), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=drop_last)
         self.weights = _check_weights(weights, len(dataset))
         total = len(dataset) if num_samples is None else num_samples
         if total < 1:
@@ -110,112 +111,42 @@ class DistributedWeightedSampler(DistributedSampler):
                 f"num_samples={total} exceeds the {positive} samples with positive weight, which is impossible "
                 "without replacement; pass replacement=True or a smaller num_samples"
             )
-        if drop_last and total < num_replicas:
+        if drop_last and total < self.num_replicas:
             raise ValueError(
-                f"num_samples={total} with drop_last=True leaves nothing for {num_replicas} ranks; "
+                f"num_samples={total} with drop_last=True leaves nothing for {self.num_replicas} ranks; "
                 "draw at least num_replicas samples or set drop_last=False"
             )
         self.replacement = replacement
         self.total_draws = total
-        # Per-rank count and padded/cut total, replacing DistributedSampler's dataset-length-based ones.
-        self.num_samples = total // num_replicas if drop_last else -(-total // num_replicas)
-        self.total_size = self.num_samples * num_replicas
-        self._yielded = 0
-        self._resume_at: tuple[int, int] | None = None  # (epoch, yielded) from load_state_dict
+        self.plan = ShardPlan(total, self.num_replicas, mode="cut" if drop_last else "pad", batch_size=batch_size,
+                              drop_last=drop_last and batch_size is not None)
+        self.num_samples = self.plan.share(self.rank)
+        self.total_size = self.plan.total_size
 
-    # ----------------------------------------------------------------- the draw
-    def global_draw(self, epoch: int | None = None) -> torch.Tensor:
-        """Every rank's indices of an epoch, in draw order, padded or cut to ``total_size``.
-
-        Rank ``r`` receives positions ``r::num_replicas``. Identical on every rank.
-        """
+    def draw(self, epoch: int | None = None) -> torch.Tensor:
+        """The global draw of an epoch (``total_draws`` indices, before padding), identical on every rank."""
         epoch = self.epoch if epoch is None else epoch
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
-        drawn = weighted_draw(self.weights, self.total_draws, replacement=self.replacement, generator=generator)
-        if self.total_size > len(drawn):  # padding repeats the head of the draw, as DistributedSampler does
-            reps = -(-self.total_size // len(drawn))
-            drawn = drawn.repeat(reps)
-        return drawn[: self.total_size]
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "weighted", epoch))
+        return weighted_draw(self.weights, self.total_draws, replacement=self.replacement, generator=generator)
+
+    def global_draw(self, epoch: int | None = None) -> torch.Tensor:
+        """Every rank's indices of an epoch: the draw padded or cut to the plan's ``total_size``.
+
+        Rank ``r`` receives positions ``r::num_replicas`` of it (before any whole-batch cut).
+        """
+        drawn = self.draw(epoch)
+        positions = torch.arange(self.plan.total_size) % max(1, len(drawn))
+        return drawn[positions]
 
     def shard(self, epoch: int | None = None) -> list[int]:
         """This rank's indices of an epoch (the whole epoch, ignoring any resume point)."""
-        return self.global_draw(epoch)[self.rank : self.total_size : self.num_replicas].tolist()
+        return self.plan.shard(self.draw(epoch).tolist(), self.rank)
 
-    def __iter__(self) -> Iterator[int]:
-        start = 0
-        if self._resume_at is not None and self._resume_at[0] == self.epoch:
-            start = self._resume_at[1]
-        self._resume_at = None
-        indices = self.shard()
-        self._yielded = start
-        for index in indices[start:]:
-            self._yielded += 1
-            yield index
+    def epoch_items(self) -> list[int]:
+        return self.shard()
 
     def __len__(self) -> int:
         return self.num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the draw of ``epoch`` (Lightning calls this at the start of every epoch)."""
-        if epoch != self.epoch:
-            self._yielded = 0
-        super().set_epoch(epoch)
-
-    # ----------------------------------------------------------------- resume
-    def state_dict(self) -> dict[str, Any]:
-        """``{"epoch", "seed", "yielded", "num_replicas", "total_draws"}``; ``yielded`` counts this rank's
-        indices already handed out in the current epoch."""
-        return {
-            "epoch": self.epoch,
-            "seed": self.seed,
-            "yielded": self._yielded,
-            "num_replicas": self.num_replicas,
-            "total_draws": self.total_draws,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume: the next iteration yields the indices of ``state_dict["epoch"]`` not yet handed out.
-
-        Raises:
-            ValueError: a key is missing, ``yielded`` is outside ``[0, len(self)]``, or the state was
-                saved with another world size or draw size (the shards would differ).
-        """
-        missing = {"epoch", "seed", "yielded"} - set(state_dict)
-        if missing:
-            raise ValueError(f"sampler state_dict lacks {sorted(missing)}; pass what state_dict() returned")
-        for key, mine in (("num_replicas", self.num_replicas), ("total_draws", self.total_draws)):
-            if key in state_dict and state_dict[key] != mine:
-                raise ValueError(
-                    f"sampler state was saved with {key}={state_dict[key]} but this sampler has {key}={mine}; "
-                    "resume with the same number of ranks and num_samples, or start the epoch afresh"
-                )
-        yielded = int(state_dict["yielded"])
-        if not 0 <= yielded <= self.num_samples:
-            raise ValueError(f"sampler state has yielded={yielded}, outside [0, {self.num_samples}] for this rank")
-        self.seed = int(state_dict["seed"])
-        self.epoch = int(state_dict["epoch"])
-        self._yielded = yielded
-        self._resume_at = (self.epoch, yielded)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    # SeedSequence mixes (seed, epoch) so that (seed=0, epoch=1) and (seed=1, epoch=0) differ,
-    # unlike DistributedSampler's seed + epoch.
-    state = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def _resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
-    initialized = dist.is_available() and dist.is_initialized()
-    if num_replicas is None:
-        num_replicas = dist.get_world_size() if initialized else 1
-    if rank is None:
-        rank = dist.get_rank() if initialized else 0
-    if num_replicas < 1:
-        raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
-    if not 0 <= rank < num_replicas:
-        raise ValueError(f"rank must be in [0, {num_replicas - 1}] for num_replicas={num_replicas}, got {rank}")
-    return num_replicas, rank
 
 
 def _check_weights(weights: Sequence[float] | torch.Tensor, size: int) -> torch.Tensor:

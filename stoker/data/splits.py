@@ -1,0 +1,141 @@
+"""Deterministic, stratified train/val/test splits that do not depend on listing order.
+
+Every sample is placed by a hash of ``(seed, key)`` where ``key`` is a stable identity of the
+sample (a path relative to the dataset root, a row id). The hash is mapped to ``[0, 1)`` and
+compared with the split fractions. The draw is independent of the label, so inside every class
+the samples fall into the splits in the requested proportions, and:
+
+* the split never depends on the order in which files are listed or rows are read;
+* adding or removing one sample never moves any other sample (a fixed test set stays fixed as
+  a dataset grows);
+* every class is split in the requested proportions (in expectation; the per-class counts are
+  reported so a very small class that got no validation sample is visible);
+* the DataModules and ``stoker split`` place a file identically whether its class is known by
+  name or by index.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+from stoker.data.seeds import derive_seed
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def unit_hash(seed: int, *parts: int | str) -> float:
+    """A uniform number in ``[0, 1)`` from ``derive_seed(seed, *parts)`` (:mod:`stoker.data.seeds`)."""
+    return derive_seed(seed, *parts) / 2**63
+
+
+def validate_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise ``ValueError`` unless both fractions are in ``[0, 1)`` and leave room for training."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1 so that something is left for training, "
+            f"got {val_fraction} + {test_fraction}"
+        )
+
+
+def assign_split(key: str, *, val_fraction: float, test_fraction: float, seed: int) -> str:
+    """The split (``"train"``, ``"val"`` or ``"test"``) of the sample identified by ``key``."""
+    u = unit_hash(seed, key)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def stratified_split(
+    keys: Sequence[str],
+    labels: Sequence[Hashable],
+    *,
+    val_fraction: float,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> dict[str, list[int]]:
+    """Split samples into train/val/test, returning sorted positions into ``keys`` per split.
+
+    Args:
+        keys: A stable identity per sample (relative path, row id); duplicates are an error.
+        labels: The class of each sample.
+        val_fraction: Fraction of each class for validation.
+        test_fraction: Fraction of each class for testing.
+        seed: Different seeds give independent splits.
+
+    Raises:
+        ValueError: Fractions out of range, length mismatch or duplicate keys.
+    """
+    validate_fractions(val_fraction, test_fraction)
+    if len(keys) != len(labels):
+        raise ValueError(f"got {len(keys)} keys but {len(labels)} labels")
+    repeated = [key for key, count in Counter(keys).items() if count > 1]
+    if repeated:
+        raise ValueError(f"sample keys must be unique; repeated: {repeated[:5]}")
+    out: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for position, key in enumerate(keys):
+        split = assign_split(key, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        out[split].append(position)
+    _warn_on_empty_class_splits(labels, out, {"val": val_fraction, "test": test_fraction})
+    return out
+
+
+def _warn_on_empty_class_splits(
+    labels: Sequence[Hashable], parts: dict[str, list[int]], fractions: dict[str, float]
+) -> None:
+    # A per-sample draw can leave a class out of a small split by chance; name the class when that
+    # happens although at least two of its samples were expected there.
+    sizes = Counter(labels)
+    for split, fraction in fractions.items():
+        present = Counter(labels[i] for i in parts[split])
+        missing = [label for label, n in sizes.items() if n * fraction >= 2 and present[label] == 0]
+        if missing:
+            warnings.warn(
+                f"no sample of class(es) {sorted(map(str, missing))} fell into {split!r} although "
+                f"{split}_fraction={fraction} expected some; change the seed or the fraction if that matters",
+                stacklevel=3,
+            )
+
+
+def split_folder_files(
+    files: dict[str, list[tuple[str, int]]],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, list[tuple[str, int]]]:
+    """Train/val/test ``(relative path, label)`` lists from a folder index.
+
+    ``files`` is keyed by the tree's own splits (``train``/``val``/``test``) or holds one ``all``
+    list for a single-folder layout. A split the tree has is kept as it is; a missing ``val`` or
+    ``test`` is carved out of the training files by :func:`stratified_split` when its fraction is
+    positive, and is empty otherwise.
+    """
+    out: dict[str, list[tuple[str, int]]]
+    if "all" in files:
+        pool, out = files["all"], {}
+    else:
+        pool = files.get("train", [])
+        out = {split: files[split] for split in ("val", "test") if split in files}
+    fractions = {
+        "val": val_fraction if "val" not in out else 0.0,
+        "test": test_fraction if "test" not in out else 0.0,
+    }
+    if fractions["val"] > 0 or fractions["test"] > 0:
+        parts = stratified_split(
+            [rel for rel, _ in pool], [y for _, y in pool],
+            val_fraction=fractions["val"], test_fraction=fractions["test"], seed=seed,
+        )
+        for split in ("val", "test"):
+            out.setdefault(split, [pool[i] for i in parts[split]])
+        pool = [pool[i] for i in parts["train"]]
+    out["train"] = pool
+    for split in ("val", "test"):
+        out.setdefault(split, [])
+    return out

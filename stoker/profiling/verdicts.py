@@ -1,0 +1,192 @@
+"""Verdicts, number-backed suggestions and the end-of-fit summary of the starvation monitor.
+
+Framework-free: it takes measured figures (a :class:`~stoker.profiling.step_clock.RankAggregate` over the
+whole run, first-batch latencies, the loader's settings and memory from
+:mod:`stoker.profiling.memory`) and returns text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stoker.profiling.step_clock import RankAggregate
+
+# Starvation at or above this is input-bound; below COMPUTE_BOUND the device is fed.
+INPUT_BOUND = 0.20
+COMPUTE_BOUND = 0.05
+
+
+@dataclass
+class LoaderInfo:
+    """The training DataLoader's settings as far as the monitor can see them."""
+
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    batch_size: int | None = None
+    cores_per_rank: int = 1
+    on_cuda: bool = False
+
+    @classmethod
+    def from_loader(cls, loader: Any, *, cores_per_rank: int, on_cuda: bool) -> LoaderInfo:
+        """Read the settings from a ``torch.utils.data.DataLoader`` (anything else gives defaults)."""
+        workers = int(getattr(loader, "num_workers", 0) or 0)
+        return cls(
+            num_workers=workers,
+            pin_memory=bool(getattr(loader, "pin_memory", False)),
+            persistent_workers=bool(getattr(loader, "persistent_workers", False)),
+            prefetch_factor=getattr(loader, "prefetch_factor", None) if workers else None,
+            batch_size=getattr(loader, "batch_size", None),
+            cores_per_rank=max(1, cores_per_rank),
+            on_cuda=on_cuda,
+        )
+
+
+def verdict(starvation: float) -> str:
+    """``input-bound``, ``balanced`` or ``compute-bound`` for a starvation fraction in ``[0, 1]``."""
+    if starvation != starvation:  # NaN: no steady-state step was measured
+        return "unknown"
+    if starvation >= INPUT_BOUND:
+        return "input-bound"
+    if starvation < COMPUTE_BOUND:
+        return "compute-bound"
+    return "balanced"
+
+
+def suggestions(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[float]) -> list[str]:
+    """Concrete changes, each with the measured number that motivates it."""
+    starvation = run.slowest_starvation
+    label = verdict(starvation)
+    out: list[str] = []
+    if label == "compute-bound":
+        out.append(f"the loader keeps up ({100 * starvation:.1f}% starved): loader tuning will not speed this run up")
+        if loader.num_workers > 2:
+            out.append(f"{loader.num_workers} workers may be more than needed; fewer would save their memory")
+    if label in ("input-bound", "balanced"):
+        out.extend(_feeding_suggestions(run, loader))
+    out.extend(_rank_suggestion(run))
+    slow = run.per_rank[run.slowest_rank]
+    if loader.on_cuda and not loader.pin_memory and slow["transfer_ms"] > 0.05 * max(slow["step_ms"], 1e-9):
+        out.append(f"host-to-device copy takes {slow['transfer_ms']:.1f} ms per step from pageable memory: "
+                   "set pin_memory=True")
+    later = first_batch_s[1:]
+    if loader.num_workers > 0 and not loader.persistent_workers and later:
+        mean_later = sum(later) / len(later)
+        if mean_later > 5 * max(slow["fetch_ms"] / 1000, 1e-3):
+            out.append(f"each epoch restarts its workers ({mean_later:.2f} s to the first batch): "
+                       "set persistent_workers=True")
+    return out
+
+
+def _feeding_suggestions(run: RankAggregate, loader: LoaderInfo) -> list[str]:
+    """What to change when the device waits for data: workers, GPU decoding, CPU cost, prefetch."""
+    slow = run.per_rank[run.slowest_rank]
+    fetch_ms = slow["fetch_ms"]
+    out = []
+    spare = loader.cores_per_rank - 1 - loader.num_workers
+    if spare > 0:
+        out.append(
+            f"waiting {fetch_ms:.1f} ms per step for data with {loader.num_workers} workers while "
+            f"{loader.cores_per_rank} cores are available per rank: try num_workers={loader.cores_per_rank - 1}"
+        )
+    elif loader.on_cuda:
+        out.append(
+            f"all {loader.cores_per_rank} cores per rank already load data and the GPU still idles "
+            f"{100 * run.slowest_starvation:.0f}%: decode and augment on the GPU (stoker's DALI DataModule)"
+        )
+    else:
+        out.append(
+            f"waiting {fetch_ms:.1f} ms per step for data and no core is left for another worker "
+            f"({loader.cores_per_rank} per rank, {loader.num_workers} workers): more cores or fewer ranks per node"
+        )
+    per_sample = _cpu_ms_per_sample(loader, fetch_ms, slow["transfer_ms"] + slow["step_ms"])
+    if per_sample is not None:
+        out.append(
+            f"the CPU pipeline costs about {per_sample:.2f} ms per sample per core; lighter CPU augmentation "
+            "(smaller decode size, fewer ops) or device-side augmentation cuts it"
+        )
+    if loader.num_workers > 0 and fetch_ms > 0 and _spiky(run):
+        depth = (loader.prefetch_factor or 2) * 2
+        out.append(f"fetch waits are uneven (worst {_worst(run):.0f} ms vs {fetch_ms:.1f} ms mean): "
+                   f"try prefetch_factor={depth}")
+    return out
+
+
+def _rank_suggestion(run: RankAggregate) -> list[str]:
+    """Name a rank that waits for data much longer than the others (they wait for it in all-reduce)."""
+    if len(run.per_rank) < 2:
+        return []
+    slow = run.per_rank[run.slowest_rank]
+    others = [r["fetch_ms"] for i, r in enumerate(run.per_rank) if i != run.slowest_rank]
+    typical = sum(others) / len(others)
+    if slow["fetch_ms"] <= 2 * typical + 1.0:
+        return []
+    return [f"rank {run.slowest_rank} waits {slow['fetch_ms']:.1f} ms per step for data against {typical:.1f} ms on "
+            "the other ranks, which wait for it in the gradient all-reduce: check its node (cores, disk) and shard"]
+
+
+def _cpu_ms_per_sample(loader: LoaderInfo, fetch_ms: float, other_ms: float) -> float | None:
+    # Input-bound, the workers are the bottleneck: together they produce one batch per iteration,
+    # so a batch costs about (iteration time x workers) of CPU. Without workers it is the fetch.
+    if not loader.batch_size:
+        return None
+    batch_ms = fetch_ms if loader.num_workers == 0 else (fetch_ms + other_ms) * loader.num_workers
+    return batch_ms / loader.batch_size
+
+
+def _worst(run: RankAggregate) -> float:
+    return max(_z(r["fetch_max_ms"]) for r in run.per_rank)
+
+
+def _spiky(run: RankAggregate) -> bool:
+    slow = run.per_rank[run.slowest_rank]
+    return _z(slow["fetch_max_ms"]) > 4 * max(slow["fetch_ms"], 1.0)
+
+
+def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[float], *, steps: int) -> str:
+    """The human-readable end-of-fit report printed on rank zero."""
+    mean = run.mean
+    world = len(run.per_rank)
+    kind = "GPU idle (CUDA events)" if loader.on_cuda else "host fetch wait / step time (CPU run)"
+    total_sps = sum(r["samples_per_s"] for r in run.per_rank)
+    lines = [
+        "stoker StarvationMonitor summary",
+        f"  steady-state steps per rank: {steps} on {world} rank(s)",
+        f"  loading speed (steady state): {total_sps:.1f} samples/s over all ranks "
+        f"({mean['samples_per_s']:.1f} per rank)",
+        f"  starvation ({kind}): {100 * _z(mean['starvation']):.1f}% mean, "
+        f"{100 * run.slowest_starvation:.1f}% on the slowest rank (rank {run.slowest_rank})",
+        f"  per step: fetch wait {mean['fetch_ms']:.2f} ms, host-to-device {mean['transfer_ms']:.2f} ms, "
+        f"step {mean['step_ms']:.2f} ms (fetch fraction {100 * _z(mean['fetch_fraction']):.1f}%)",
+    ]
+    if first_batch_s:
+        rest = first_batch_s[1:]
+        later = f"; later epochs {sum(rest) / len(rest):.3f} s mean" if rest else ""
+        lines.append(f"  first-batch latency: epoch 1 {first_batch_s[0]:.3f} s{later} "
+                     "(epoch start to first batch: worker start-up, first reads)")
+    lines.append(
+        f"  memory (rank 0): main process {mean_of(run, 'main_rss_mb', 0):.0f} MiB resident + "
+        f"{int(run.per_rank[0]['num_workers'])} workers {mean_of(run, 'workers_rss_mb', 0):.0f} MiB unique to them"
+    )
+    lines.append(
+        f"  loader: {loader.num_workers} workers, {loader.cores_per_rank} cores per rank, pin_memory="
+        f"{loader.pin_memory}, persistent_workers={loader.persistent_workers}, prefetch_factor={loader.prefetch_factor}"
+    )
+    if steps == 0:
+        # Only epochs' first batches ran (fast_dev_run, one batch per epoch): nothing steady to judge.
+        lines.append("  verdict: unknown (no steady-state step was measured; run more than one batch per epoch)")
+        return "\n".join(lines)
+    lines.append(f"  verdict: {verdict(run.slowest_starvation)}")
+    lines.extend(f"  - {text}" for text in suggestions(run, loader, first_batch_s))
+    return "\n".join(lines)
+
+
+def mean_of(run: RankAggregate, key: str, rank: int) -> float:
+    """One rank's value of a field (0 when missing or NaN)."""
+    return _z(run.per_rank[rank].get(key, 0.0))
+
+
+def _z(value: float) -> float:
+    return 0.0 if value != value else value

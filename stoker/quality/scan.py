@@ -1,0 +1,144 @@
+"""``stoker scan`` as a function: read a dataset, run every quality check, render Markdown.
+
+Framework-free; the command in :mod:`stoker.commands.scan` and the Data Pipeline Summary
+(:mod:`stoker.report.summary`) both call :func:`scan_dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from stoker.data.manifest import read_manifest
+from stoker.data.splits import assign_split, validate_fractions
+from stoker.quality.checks import PROBLEMS, analyze
+from stoker.quality.sources import Progress, detect_kind, scan_audio_folder, scan_image_folder, scan_text
+
+KINDS: tuple[str, ...] = ("image", "audio", "text")
+
+
+def scan_dataset(
+    path: str | os.PathLike[str],
+    *,
+    kind: str | None = None,
+    manifest: str | None = None,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    near_threshold: int = 8,
+    num_workers: int = 4,
+    progress: Progress | None = None,
+    split_map: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Scan an image folder, an audio folder or text tables; return the JSON-ready result.
+
+    Splits come from the layout (``train``/``val``/``test`` folders, ``train.csv``...), from a
+    ``manifest``, or, for a dataset without splits, from ``val_fraction``/``test_fraction`` with the
+    same seeded hash the DataModules use, or from ``split_map`` (``{path: split}`` of a built DataModule,
+    so leakage is checked on exactly the split training sees; unlisted files count as ``excluded``).
+
+    Raises:
+        ValueError: An unknown ``kind`` or invalid fractions.
+        FileNotFoundError: ``path`` or ``manifest`` does not exist.
+    """
+    kind = kind or detect_kind(path)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS} (or None to detect it), got {kind!r}")
+    validate_fractions(val_fraction, test_fraction)
+    split_of = None
+    if split_map is not None:
+        split_of = lambda rel, name, split: split_map.get(rel, "excluded")  # noqa: E731
+    elif manifest is not None:
+        assigned = read_manifest(manifest).split_of()
+        split_of = lambda rel, name, split: assigned.get(rel, "unlisted")  # noqa: E731
+    elif val_fraction > 0 or test_fraction > 0:
+        def split_of(rel: str, name: str, split: str) -> str:
+            if split != "all":
+                return split
+            return assign_split(rel, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if kind == "image":
+        records, notes = scan_image_folder(path, split_of=split_of, num_workers=num_workers, progress=progress)
+    elif kind == "audio":
+        records, notes = scan_audio_folder(path, split_of=split_of, num_workers=num_workers, progress=progress)
+    else:
+        records, notes = scan_text(path, text_column=text_column, label_column=label_column, split_of=split_of)
+    result = analyze(records, kind=kind, near_threshold=near_threshold, notes=notes)
+    result["root"] = str(Path(path))
+    sources = [(split_map is not None, "DataModule"), (manifest is not None, "manifest"), (split_of is not None,
+                                                                                          "seeded hash")]
+    result["split_source"] = next((name for used, name in sources if used), "layout")
+    return result
+
+
+def _paths(items: list[Any], limit: int = 20) -> list[str]:
+    lines = [f"- {item}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"- ... and {len(items) - limit} more (see the JSON)")
+    return lines
+
+
+def _problem_lines(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    sections = {
+        "corrupt": [f"`{c['path']}`: {c['reason']}" for c in result["corrupt"]],
+        "exact_duplicates": [", ".join(f"`{p}`" for p in group) for group in result["exact_duplicates"]],
+        "near_duplicates": [", ".join(f"`{p}`" for p in group) for group in result["near_duplicates"]],
+        "leakage": [f"`{p['train']}` (train) = `{p['other']}` ({p['split']}, {p['match']})" for p in result["leakage"]],
+        "label_conflicts": [", ".join(f"`{m['path']}` ({m['label']})" for m in group)
+                            for group in result["label_conflicts"]],
+        "outliers": [f"`{o['path']}` [{o['check']}]: {o['reason']}" for o in result["outliers"]],
+        "missing": [f"`{m['path']}`: missing {', '.join(m['fields'])}" for m in result["missing"]],
+    }
+    for name in PROBLEMS:
+        found = sections[name]
+        lines += ["", f"### {name.replace('_', ' ').capitalize()}: {len(found)}"]
+        lines += _paths(found) if found else ["None found."]
+    return lines
+
+
+def scan_markdown(result: dict[str, Any]) -> str:
+    """The scan result as a Markdown page."""
+    lines = [f"# Data scan: `{result.get('root', '')}`", "",
+             f"{result['num_samples']} {result['kind']} samples; splits ({result.get('split_source', 'layout')}): "
+             + ", ".join(f"{k} {v}" for k, v in result["splits"].items()), ""]
+    problems = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["summary"].items())
+    lines += [f"**Problems:** {problems}", "", "## Class counts", ""]
+    counts = result["class_counts"]
+    splits = list(counts)
+    lines += ["| class | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for name in result["class_names"]:
+        lines.append(f"| {name} | " + " | ".join(str(counts[s].get(name, 0)) for s in splits) + " |")
+    ratio = result["imbalance_ratio"]
+    shown = f"{ratio:.2f}" if ratio else "n/a (a class is empty)"
+    lines += ["", f"Imbalance ratio (largest / smallest class): {shown}"]
+    if result.get("mean") is not None:
+        lines += ["", f"Per-channel mean of the {result['stats_split']} images: {result['mean']}, "
+                      f"std: {result['std']} (the values for Normalize)"]
+    lines += ["", "## Problems", *_problem_lines(result)]
+    return "\n".join(lines) + "\n"
+
+
+def datamodule_scan_args(datamodule: Any) -> dict[str, Any] | None:
+    """Keyword arguments of :func:`scan_dataset` for the local data a built DataModule reads, or ``None``.
+
+    Folder DataModules (``root`` in ``describe()``) are scanned with their actual split (``splits``
+    after ``setup``); text DataModules (a local file or folder as ``dataset``) with their text and
+    label columns. Hub datasets have no local files to scan.
+    """
+    info = datamodule.describe() if hasattr(datamodule, "describe") else {}
+    root = info.get("root")
+    if root and Path(root).is_dir():
+        args: dict[str, Any] = {"path": root}
+        splits = getattr(datamodule, "splits", None)
+        if isinstance(splits, dict) and splits:
+            args["split_map"] = {item[0]: split for split, items in splits.items() for item in items}
+        return args
+    dataset = info.get("dataset")
+    if isinstance(dataset, str) and Path(dataset).exists():
+        fields = getattr(datamodule, "text_fields", None) or ["text"]
+        return {"path": dataset, "kind": "text", "text_column": fields[0],
+                "label_column": getattr(datamodule, "label_field", "label")}
+    return None
