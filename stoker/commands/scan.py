@@ -104,7 +104,8 @@ def main(argv: list[str]) -> int:
                               (args.quarantine, json.dumps({"quarantine": result["quarantine"]}, indent=2))):
         if target_path:
             Path(target_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(target_path).write_text(text + ("\n" if not text.endswith("\n") else ""))
+            Path(target_path).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8",
+                                         errors="surrogateescape")
     summary = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in result["summary"].items())
     print(f"scanned {result['num_samples']} {result['kind']} samples under {result['root']}: {summary}")
     failed = [name for name in fail_on if result["summary"][name]]

@@ -133,7 +133,8 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> None:
     writer.writerows((r.path, r.label, r.split, r.sha256) for r in manifest.rows)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(buffer.getvalue())
+    # surrogateescape: a file name that is not valid UTF-8 is written as its original bytes, and read back.
+    target.write_text(buffer.getvalue(), encoding="utf-8", errors="surrogateescape")
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
@@ -147,7 +148,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     target = Path(path)
     if not target.is_file():
         raise FileNotFoundError(f"manifest {str(target)!r} does not exist; write one with `stoker split`")
-    lines = target.read_text().splitlines()
+    lines = target.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     meta = {}
     for line in lines:
         if line.startswith("#") and ":" in line and not line.startswith(_MAGIC):

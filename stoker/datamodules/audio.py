@@ -123,24 +123,17 @@ class AudioFolderDataModule(ClassFolderDataModule):
             batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
             persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
         )
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
-        if clip_seconds <= 0:
-            raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
-        for name, value in (("freq_masks", freq_masks), ("freq_mask_width", freq_mask_width),
-                            ("time_masks", time_masks), ("time_mask_width", time_mask_width)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.augment_kwargs: dict[str, int] = dict(
+            freq_masks=freq_masks, freq_mask_width=freq_mask_width, time_masks=time_masks,
+            time_mask_width=time_mask_width,
+        )
+        _check_audio_args(sample_rate, clip_seconds, self.augment_kwargs)
         self.sample_rate = sample_rate
         self.clip_seconds = clip_seconds
         self.num_samples = max(1, round(sample_rate * clip_seconds))
         self.feature_kwargs: dict[str, Any] = dict(
             n_fft=n_fft, win_length=win_length, hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max,
             top_db=top_db, normalize=normalize,
-        )
-        self.augment_kwargs: dict[str, int] = dict(
-            freq_masks=freq_masks, freq_mask_width=freq_mask_width, time_masks=time_masks,
-            time_mask_width=time_mask_width,
         )
         self.val_list = val_list
         self.test_list = test_list
@@ -214,3 +207,13 @@ class AudioFolderDataModule(ClassFolderDataModule):
             spec_augment=dict(self.augment_kwargs),
         )
         return info
+
+
+def _check_audio_args(sample_rate: int, clip_seconds: float, masks: dict[str, int]) -> None:
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
+    if clip_seconds <= 0:
+        raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+    for name, value in masks.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")

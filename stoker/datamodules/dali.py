@@ -32,8 +32,9 @@ class DALIImageNetDataModule(ClassFolderDataModule):
 
     Which files each rank reads comes from the same sampler as on the torchvision path
     (:class:`~stoker.samplers.ResumableDistributedSampler`): in training a permutation per epoch
-    from ``(seed, epoch)``, identical on every rank, cut into one equal share per rank (padded by
-    repeating its head, reported in :meth:`describe`) of whole batches; in evaluation every sample
+    from ``(seed, epoch)``, identical on every rank, cut into one equal share of whole batches per
+    rank (what does not divide evenly is the tail of that epoch's permutation, reported in
+    :meth:`describe`); in evaluation every sample
     exactly once over the ranks (the last batch of a rank trimmed to its real samples). DALI reads
     each rank's files of the epoch in that order, decodes a random crop
     (``decoders.image_random_crop``: on the GPU with ``device="mixed"`` when the Trainer runs on
@@ -218,7 +219,7 @@ class DALIImageNetDataModule(ClassFolderDataModule):
     def plan(self, split: str, world_size: int = 1) -> ShardPlan:
         """Padding, batches per rank and dropped samples of a split (after ``setup``)."""
         train = split == "train"
-        return ShardPlan(len(self.splits[split]), world_size, mode="pad" if train else "unrepeated",
+        return ShardPlan(len(self.splits[split]), world_size, mode="cut" if train else "unrepeated",
                          batch_size=self.batch_size, drop_last=train)
 
     # ----------------------------------------------------------------- internals

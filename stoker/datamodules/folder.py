@@ -179,12 +179,13 @@ class ClassFolderDataModule(StokerDataModule):
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Take the files skipped under ``on_bad_sample="skip"`` out of the batch and count them."""
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
         if isinstance(batch, dict) and SKIPPED_KEY in batch:
-            trainer = self.trainer
-            epoch = trainer.current_epoch if trainer is not None else 0
             found = self.skipped_samples.setdefault(epoch, {})
             for path, reason in batch.pop(SKIPPED_KEY):
                 found[path] = reason
+        if self.skipped_samples:
             self._report_skips(before=epoch)
         return batch
 

@@ -131,6 +131,11 @@ def quality_section(datamodule: Any, info: dict[str, Any], stats: dict[str, Any]
     cleaning = [f"excluded {len(info['bad_files'])} undecodable file(s)"] if info.get("bad_files") else []
     if info.get("quarantined"):
         cleaning.append(f"left out {len(info['quarantined'])} quarantined file(s)")
+    if info.get("skipped"):
+        cleaning.append(f"skipped {info['skipped']} hidden or tool folder(s) and file(s) (.ipynb_checkpoints, "
+                        "__MACOSX, AppleDouble ._ files) that hold no data")
+    for epoch, count in sorted((info.get("skipped_in_training") or {}).items()):
+        cleaning.append(f"skipped {count} file(s) that failed to load in epoch {epoch} (on_bad_sample='skip')")
     for key, value in (info.get("dropped_rows") or {}).items():
         if value:
             cleaning.append(f"dropped {value} row(s) from {key} (empty text or label)")

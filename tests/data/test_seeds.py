@@ -73,3 +73,24 @@ def test_persistent_workers_reseed_each_epoch_and_ranks_differ() -> None:
     assert rank0 == epochs(0), "reproducible"
     assert rank0[0] != rank0[1], "a persistent worker starts a new stream each epoch"
     assert not set(rank0[0]) & set(rank1[0]), "the two ranks' workers draw different numbers"
+
+
+@pytest.mark.ddp
+def test_two_ranks_workers_draw_their_own_reproducible_streams() -> None:
+    # With seed_everything(0, workers=True) both ranks' workers used to draw identical augmentation
+    # (same crops and flips on different images). Now each (rank, worker, epoch) has its own stream,
+    # and it is exactly the one derive_seed names.
+    from tests.conftest import REPO, run_script
+
+    result = run_script(REPO / "tests" / "scripts" / "ddp_worker_seeds.py")
+    draws: dict[tuple[int, int, int], list[float]] = {}
+    for rank, record in enumerate(result["ranks"]):
+        for batch in record["seen"]["train"]:
+            for x, worker in zip(batch["x"], batch["worker"]):
+                draws.setdefault((rank, worker, batch["epoch"]), []).append(x)
+    assert sorted(draws) == [(r, w, e) for r in range(2) for w in range(2) for e in range(2)]
+    firsts = {key: values[0] for key, values in draws.items()}
+    assert len(set(firsts.values())) == 8, "no two (rank, worker, epoch) streams start alike"
+    for (rank, worker, epoch), first in firsts.items():
+        torch.manual_seed(WorkerSeeding(0, rank).worker_seed(worker, epoch))
+        assert first == pytest.approx(torch.rand(1).item()), (rank, worker, epoch)

@@ -215,3 +215,18 @@ def test_two_ranks_cover_the_splits_with_equal_batch_counts(tmp_path: Path) -> N
     assert len(ranks) == 2 and result["bad_files"] == {}
     assert all(r["notes"] == ["torch.float32 [1, 16, 26]"] for r in ranks), "spectrograms are made on the device"
     assert_two_rank_coverage(result, batch_size=4)
+
+
+def test_stoker_split_on_a_speech_commands_tree_writes_a_manifest_the_datamodule_accepts(tmp_path: Path) -> None:
+    # stoker split used its own audio indexer that took _background_noise_ for a class, so the audio
+    # DataModule refused its manifest; both now index with the one audio media description.
+    from stoker.commands.split import main as split
+
+    root = tmp_path / "speech"
+    write_audio_tree(root, {"no": 6, "yes": 6, "_background_noise_": 2})
+    assert split([str(root), "--val", "0.3", "--out", str(tmp_path / "splits.csv")]) == 0
+    rows = (tmp_path / "splits.csv").read_text()
+    assert "_background_noise_" not in rows
+    dm = AudioFolderDataModule(str(root), manifest=str(tmp_path / "splits.csv"), **SMALL)
+    dm.setup("fit")
+    assert dm.class_names == ["no", "yes"] and sum(len(p) for p in dm.splits.values()) == 12

@@ -82,7 +82,7 @@ def test_the_plan_is_the_samplers_training_pads_and_evaluation_is_unrepeated(tmp
     dm = DALIImageNetDataModule(str(tmp_path / "tree"), val_fraction=0.3, **TINY)
     dm.setup("fit")
     train, evaluation = dm.plan("train", 2), dm.plan("val", 2)
-    assert (train.mode, train.drop_last, evaluation.mode) == ("pad", True, "unrepeated")
+    assert (train.mode, train.drop_last, evaluation.mode) == ("cut", True, "unrepeated")
     for rank in (0, 1):
         assert len(dm.batches("train", rank=rank, world_size=2)) == train.num_batches(rank)
         assert len(dm.batches("val", rank=rank, world_size=2)) == evaluation.num_batches(rank)
@@ -252,7 +252,7 @@ def test_real_two_process_ddp_covers_the_split_with_equal_batches(tmp_path: Path
         train = [[b for b in r["seen"]["train"] if b["epoch"] == epoch] for r in ranks]
         assert len(train[0]) == len(train[1]) == result["train_batches"] > 0
         shards = [{i for b in batches for i in b["index"]} for batches in train]
-        assert len(shards[0] & shards[1]) <= ShardPlan(n_train, 2, batch_size=4, drop_last=True).padding
+        assert len(shards[0] & shards[1]) <= ShardPlan(n_train, 2, mode="cut", batch_size=4, drop_last=True).padding
         for batches in train:
             assert all(result["train_labels"][i] == y for b in batches for i, y in zip(b["index"], b["label"]))
         val = [[i for b in r["seen"]["val"] if b["epoch"] == epoch for i in b["index"]] for r in ranks]
