@@ -246,7 +246,7 @@ class DALIBatches:
         self._pipe: Any = None
 
     def __len__(self) -> int:
-        return -(-len(self.sampler) // self.spec.batch_size)
+        return self.sampler.plan.num_batches(self.sampler.rank)
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's state, with the position counted in samples the model has received."""

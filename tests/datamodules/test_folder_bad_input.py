@@ -119,7 +119,8 @@ def test_with_skip_a_file_deleted_after_the_scan_is_left_out_counted_and_reporte
     dm.setup("fit")
     victim = "cat/cat_0001.jpg"
     (root / victim).unlink()
-    with pytest.warns(UserWarning, match=r"(?s)skipped 1 unreadable image file\(s\) in epoch 0 .*cat_0001\.jpg: unreadable"):
+    reported = r"(?s)skipped 1 unreadable image file\(s\) in epoch 0 .*cat_0001\.jpg: unreadable"
+    with pytest.warns(UserWarning, match=reported):
         model = _fit(dm, epochs=2)
     position = [rel for rel, _ in dm.splits["train"]].index(victim)
     assert position not in model.seen and len(model.seen) == 2 * 7, "7 good samples per epoch, nothing substituted"
