@@ -16,11 +16,13 @@ _TORCHAUDIO_AVAILABLE = RequirementCache("torchaudio")
 _SOUNDFILE_AVAILABLE = RequirementCache("soundfile")
 _TORCHCODEC_AVAILABLE = RequirementCache("torchcodec")
 _SKLEARN_AVAILABLE = RequirementCache("scikit-learn")
+_LITDATA_AVAILABLE = RequirementCache("litdata")
 
 _EXTRAS: dict[str, tuple[RequirementCache, ...]] = {
     "text": (_TRANSFORMERS_AVAILABLE, _DATASETS_AVAILABLE),
     "dali": (_DALI_AVAILABLE,),
     "audio": (_TORCHAUDIO_AVAILABLE, _SOUNDFILE_AVAILABLE),
+    "shards": (_LITDATA_AVAILABLE,),
 }
 
 
@@ -28,7 +30,7 @@ def require(extra: str, feature: str) -> None:
     """Raise ``ModuleNotFoundError`` naming ``pip install 'stoker[extra]'`` when an extra is missing.
 
     Args:
-        extra: One of ``"text"``, ``"dali"``, ``"audio"``.
+        extra: One of ``"text"``, ``"dali"``, ``"audio"``, ``"shards"``.
         feature: What the caller was about to do, for the message (e.g. ``"DALIImageNetDataModule"``).
 
     Raises:

