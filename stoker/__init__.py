@@ -4,7 +4,13 @@ Optional extras are imported only when used: ``stoker`` itself imports without D
 Hugging Face stack or the audio stack installed.
 """
 
-from stoker.callbacks import DataThroughputMonitor, MixUpCutMix, SampleGridLogger, StarvationMonitor
+from stoker.callbacks import (
+    DataThroughputMonitor,
+    MixUpCutMix,
+    PredictionWriter,
+    SampleGridLogger,
+    StarvationMonitor,
+)
 from stoker.datamodules import (
     AudioFolderDataModule,
     ClassFolderDataModule,
@@ -36,6 +42,7 @@ __all__ = [
     "ImbalancedDataModule",
     "LengthGroupedBatchSampler",
     "MixUpCutMix",
+    "PredictionWriter",
     "SampleGridLogger",
     "StarvationMonitor",
     "StokerClassifier",

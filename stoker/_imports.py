@@ -11,6 +11,7 @@ from lightning_utilities.core.imports import RequirementCache
 
 _TRANSFORMERS_AVAILABLE = RequirementCache("transformers")
 _DATASETS_AVAILABLE = RequirementCache("datasets")
+_PANDAS_AVAILABLE = RequirementCache("pandas")
 _DALI_AVAILABLE = RequirementCache("nvidia-dali-cuda120")
 _TORCHAUDIO_AVAILABLE = RequirementCache("torchaudio")
 _SOUNDFILE_AVAILABLE = RequirementCache("soundfile")
@@ -19,7 +20,7 @@ _SKLEARN_AVAILABLE = RequirementCache("scikit-learn")
 _LITDATA_AVAILABLE = RequirementCache("litdata")
 
 _EXTRAS: dict[str, tuple[RequirementCache, ...]] = {
-    "text": (_TRANSFORMERS_AVAILABLE, _DATASETS_AVAILABLE),
+    "text": (_TRANSFORMERS_AVAILABLE, _DATASETS_AVAILABLE, _PANDAS_AVAILABLE),
     "dali": (_DALI_AVAILABLE,),
     "audio": (_TORCHAUDIO_AVAILABLE, _SOUNDFILE_AVAILABLE),
     "shards": (_LITDATA_AVAILABLE,),

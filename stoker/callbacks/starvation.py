@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from stoker.data.loader import available_cores
 from stoker.profiling.counting import samples_in
 from stoker.profiling.gpu_idle import CudaGapTimer
-from stoker.profiling.lightning_compat import FetchWrap, trainer_log_every, unwrap_fetch, wrap_fetch
+from stoker.profiling.lightning_compat import FetchWrap, publish, trainer_log_every, unwrap_fetch, wrap_fetch
 from stoker.profiling.memory import MemoryUsage, measure_memory
 from stoker.profiling.step_clock import RANK_FIELDS, PhaseTotals, RankAggregate, StepClock, aggregate_ranks, rank_row
 from stoker.profiling.verdicts import LoaderInfo, format_summary
@@ -48,6 +48,8 @@ class StarvationMonitor(Callback):
     - ``starvation/fetch_fraction``: host fetch wait / host step time, mean over ranks
     - ``starvation/gpu_idle_fraction``: idle / (idle + busy) on the GPU timeline (CUDA only)
     - ``starvation/fetch_ms``, ``starvation/transfer_ms``, ``starvation/step_ms``: per step, mean over ranks
+      (``transfer`` is the host-to-device copy plus the DataModule's ``on_after_batch_transfer`` work, which
+      on a CPU run is all of it: normalization or log-mel spectrograms, no copy)
     - ``starvation/first_batch_s``: latest first-batch latency (worker start-up), mean over ranks
     - ``starvation/rank{r}``: each rank's starvation fraction
     - progress bar: ``starved`` (the ``starvation/fraction`` value)
@@ -193,9 +195,7 @@ class StarvationMonitor(Callback):
             metrics.update({f"starvation/rank{r}": row["starvation"] for r, row in enumerate(result.per_rank)})
         metrics = {key: value for key, value in metrics.items() if value == value}  # NaN: not measured here
         self.history.append(metrics)
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+        publish(trainer, pl_module, metrics)
         if "starvation/fraction" in metrics:
             # One small host-to-device copy per log interval; values are identical on every rank.
             pl_module.log("starved", metrics["starvation/fraction"], prog_bar=True, logger=False,

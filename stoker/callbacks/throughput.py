@@ -19,7 +19,7 @@ from lightning.fabric.utilities.throughput import Throughput
 from lightning.pytorch.callbacks import Callback
 
 from stoker.profiling.counting import first_tensor, samples_in, tokens_in
-from stoker.profiling.lightning_compat import trainer_log_every
+from stoker.profiling.lightning_compat import publish, trainer_log_every
 
 _FIELDS = ("samples_per_sec", "batches_per_sec", "real_tokens_per_sec", "padded_tokens_per_sec")
 _TOTALS = ("samples", "batches", "real_tokens", "padded_tokens", "time_s")
@@ -127,13 +127,19 @@ class DataThroughputMonitor(Callback):
         return self._sampled_tokens
 
     def window_rates(self) -> dict[str, float]:
-        """This rank's rates over the window (NaN until the window is full)."""
+        """This rank's rates over the window; until it is full, over the run so far (NaN before any time)."""
         nan = float("nan")
         computed = self._throughput.compute()
         samples = computed.get("device/samples_per_sec", nan)
         batches = computed.get("device/batches_per_sec", nan)
         real = padded = nan
-        if len(self._tokens) >= 2 and batches == batches:
+        if batches != batches:  # the window is not full yet: rates since training started
+            totals, seconds = self.totals, self.totals["time_s"]
+            if seconds <= 0:
+                return dict(zip(_FIELDS, (nan, nan, nan, nan)))
+            rates = [totals[key] / seconds for key in ("samples", "batches", "real_tokens", "padded_tokens")]
+            return dict(zip(_FIELDS, (*rates[:2], *(r if totals["padded_tokens"] else nan for r in rates[2:]))))
+        if len(self._tokens) >= 2:
             (real0, padded0), (real1, padded1) = self._tokens[0], self._tokens[-1]
             steps = len(self._tokens) - 1
             padded = (padded1 - padded0) / steps * batches
@@ -147,7 +153,7 @@ class DataThroughputMonitor(Callback):
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows = self._gather(trainer, pl_module, list(self.window_rates().values()))
         if any(value != value for value in rows[0][:2]):
-            return  # the window is not full yet on this rank (the same on all ranks)
+            return  # no training time measured yet (the same on all ranks)
         summed = {name: sum(row[i] for row in rows) for i, name in enumerate(_FIELDS)}
         metrics = {f"throughput/{name}": value for name, value in summed.items() if value == value}
         if summed["padded_tokens_per_sec"] > 0:
@@ -156,9 +162,7 @@ class DataThroughputMonitor(Callback):
             metrics.update({f"throughput/rank{r}/samples_per_sec": row[0] for r, row in enumerate(rows)})
             metrics["throughput/slowest_rank"] = float(min(range(len(rows)), key=lambda r: rows[r][0]))
         self.history.append(metrics)
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+        publish(trainer, pl_module, metrics)
         pl_module.log("samples/s", summed["samples_per_sec"], prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

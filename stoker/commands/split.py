@@ -1,7 +1,8 @@
 """``stoker split PATH --val 0.1 --test 0.1 --seed 0 --out MANIFEST``: a versioned, deterministic split.
 
-Every sample is placed by a seeded hash of its class and path (:mod:`stoker.data.splits`), so the
-split is stratified, does not depend on listing order, and adding one file moves only that file.
+Inside each class, samples are ranked by a seeded hash of their path and cut at exact per-class
+quotas (:mod:`stoker.data.splits`; ``--method hash`` places each sample by its own hash instead), so
+the split is stratified, does not depend on listing order, and is the one the DataModules make.
 The manifest (CSV: ``path,label,split,sha256``) carries the dataset fingerprint; pass it to a
 DataModule (``manifest: splits.csv``) to train on exactly this split.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from stoker.data.folder import index_folder, printable
 from stoker.data.manifest import build_manifest, content_hashes, write_manifest
 from stoker.data.media import media_for
+from stoker.data.splits import SPLIT_METHODS
 from stoker.quality.sources import detect_kind, scan_text
 
 
@@ -26,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", type=float, default=0.1, help="validation fraction per class")
     parser.add_argument("--test", type=float, default=0.0, help="test fraction per class")
     parser.add_argument("--seed", type=int, default=0, help="different seeds give independent splits")
+    parser.add_argument("--method", choices=SPLIT_METHODS, default="quota",
+                        help="quota: exact per-class shares (the DataModules' split); hash: per-sample draws, "
+                             "shares exact only in expectation, adding a file never moves another")
     parser.add_argument("--out", required=True, help="manifest file to write (CSV)")
     parser.add_argument("--kind", choices=("image", "audio", "text"), help="detected from the files by default")
     parser.add_argument("--text-column", default="text", help="text column of a table")
@@ -59,7 +64,7 @@ def main(argv: list[str]) -> int:
         kind = args.kind or detect_kind(args.path)
         samples, hashes = _samples(args, kind)
         manifest = build_manifest(samples, hashes, val_fraction=args.val, test_fraction=args.test, seed=args.seed,
-                                  meta={"kind": kind, "root": str(Path(args.path))})
+                                  meta={"kind": kind, "root": str(Path(args.path))}, method=args.method)
     except (ValueError, FileNotFoundError) as err:
         print(f"stoker split: error: {err}", file=sys.stderr)
         return 2

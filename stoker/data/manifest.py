@@ -16,12 +16,12 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stoker.data.file_cache import per_file_cached
-from stoker.data.splits import SPLITS, assign_split, validate_fractions
+from stoker.data.splits import SPLITS, SplitMethod, stratified_split, validate_fractions
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "split", "sha256")
 _MAGIC = "# stoker-manifest v1"
@@ -69,7 +69,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def content_hashes(root: str | os.PathLike[str], relpaths: Iterable[str], *, num_workers: int = 4,
-                   cache_path: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+                   cache_path: Path | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """``({relative path: SHA-256}, {relative path: why it could not be read})`` for many files, in parallel.
 
     Cached by size and modification time: a second ``setup`` (another rank, another run) costs one
@@ -77,7 +78,8 @@ def content_hashes(root: str | os.PathLike[str], relpaths: Iterable[str], *, num
     hashed again. Unreadable files (missing, dangling symlinks, permission denied) are returned
     with the reason, never raised: the caller decides whether they are bad data or an error.
     """
-    digests, missing = per_file_cached(root, relpaths, file_sha256, num_workers=num_workers, cache_path=cache_path)
+    digests, missing = per_file_cached(root, relpaths, file_sha256, num_workers=num_workers, cache_path=cache_path,
+                                       progress=progress)
     return digests, {rel: f"unreadable file ({err.strerror or err})" for rel, err in missing.items()}
 
 
@@ -91,34 +93,34 @@ def dataset_fingerprint(items: Iterable[tuple[str, str, str, str]]) -> str:
 
 
 def assign_splits(samples: Iterable[tuple[str, str, str]], *, val_fraction: float, test_fraction: float,
-                  seed: int) -> dict[str, str]:
+                  seed: int, method: SplitMethod = "quota") -> dict[str, str]:
     """``{path: split}`` for ``(path, class name, folder split)`` samples.
 
     Samples already in a ``val``/``test`` folder stay there; a pre-split tree only gets the splits it
-    lacks carved out of ``train``; a single-folder tree (folder split ``all``) is split entirely.
-    Each sample is placed by :func:`stoker.data.splits.assign_split`, so the result is stratified by class
-    and independent of order.
+    lacks carved out of ``train``; a single-folder tree (folder split ``all``) is split entirely, by
+    :func:`stoker.data.splits.stratified_split` per class, exactly as the DataModules split it.
     """
     validate_fractions(val_fraction, test_fraction)
     samples = list(samples)
     present = {split for _, _, split in samples}
-    val = 0.0 if "val" in present else val_fraction
-    test = 0.0 if "test" in present else test_fraction
-    out: dict[str, str] = {}
-    for path, _, split in samples:
-        if split in ("val", "test"):
-            out[path] = split
-        else:
-            out[path] = assign_split(path, val_fraction=val, test_fraction=test, seed=seed)
+    out = {path: split for path, _, split in samples if split in ("val", "test")}
+    pool = [(path, name) for path, name, split in samples if split not in ("val", "test")]
+    parts = stratified_split([path for path, _ in pool], [name for _, name in pool],
+                             val_fraction=0.0 if "val" in present else val_fraction,
+                             test_fraction=0.0 if "test" in present else test_fraction, seed=seed, method=method)
+    out.update({pool[i][0]: split for split, positions in parts.items() for i in positions})
     return out
 
 
 def build_manifest(samples: list[tuple[str, str, str]], hashes: dict[str, str], *, val_fraction: float,
-                   test_fraction: float, seed: int, meta: dict[str, str] | None = None) -> Manifest:
+                   test_fraction: float, seed: int, meta: dict[str, str] | None = None,
+                   method: SplitMethod = "quota") -> Manifest:
     """A manifest of ``(path, class name, folder split)`` samples with their content hashes."""
-    split_of = assign_splits(samples, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    split_of = assign_splits(samples, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                             method=method)
     rows = sorted(ManifestRow(path, label, split_of[path], hashes[path]) for path, label, _ in samples)
-    info = {"seed": str(seed), "val_fraction": str(val_fraction), "test_fraction": str(test_fraction), **(meta or {})}
+    info = {"seed": str(seed), "val_fraction": str(val_fraction), "test_fraction": str(test_fraction),
+            "split_method": method, **(meta or {})}
     return Manifest(rows, info)
 
 

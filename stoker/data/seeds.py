@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+
 def derive_seed(*parts: int | str, bits: int = 63) -> int:
     """A non-negative seed of ``bits`` bits from ``parts`` (``seed, purpose, rank, worker, epoch, ...``).
 

@@ -1,17 +1,21 @@
 """Deterministic, stratified train/val/test splits that do not depend on listing order.
 
-Every sample is placed by a hash of ``(seed, key)`` where ``key`` is a stable identity of the
-sample (a path relative to the dataset root, a row id). The hash is mapped to ``[0, 1)`` and
-compared with the split fractions. The draw is independent of the label, so inside every class
-the samples fall into the splits in the requested proportions, and:
+Every sample has a stable identity ``key`` (a path relative to the dataset root, a row id) and a
+seeded hash of it, ``unit_hash(seed, key)`` in ``[0, 1)``. Two ways to turn hashes into splits:
 
-* the split never depends on the order in which files are listed or rows are read;
-* adding or removing one sample never moves any other sample (a fixed test set stays fixed as
-  a dataset grows);
-* every class is split in the requested proportions (in expectation; the per-class counts are
-  reported so a very small class that got no validation sample is visible);
-* the DataModules and ``stoker split`` place a file identically whether its class is known by
-  name or by index.
+* ``"quota"`` (the default everywhere: the DataModules and ``stoker split``): inside each class,
+  samples are ranked by their hash; the lowest ``round(n * test_fraction)`` go to test, the highest
+  ``round(n * val_fraction)`` to validation, the rest to training. Every class gets exactly its
+  share (up to rounding), and adding one file moves at most one other file of its class between
+  splits when the class has one held-out split (validation), at most two with validation and test
+  (test sits at the low end of the ranking and validation at the high end, so a new file displaces
+  at most one file, and a quota it raises but does not fill takes at most one more).
+* ``"hash"``: each sample goes where its hash falls against the fractions; classes are split in the
+  requested proportions only in expectation, but adding a file never moves another one.
+
+Either way the split never depends on the order in which files are listed or rows are read, and
+the DataModules and ``stoker split`` place a file identically whether its class is known by name or
+by index. A class that gets no sample in a split although it was expected some is named in a warning.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from typing import Literal
 
 from stoker.data.seeds import derive_seed
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+SplitMethod = Literal["quota", "hash"]
+SPLIT_METHODS: tuple[str, ...] = ("quota", "hash")
 
 
 def unit_hash(seed: int, *parts: int | str) -> float:
@@ -52,6 +59,37 @@ def assign_split(key: str, *, val_fraction: float, test_fraction: float, seed: i
     return "train"
 
 
+def _quota(n: int, fraction: float) -> int:
+    # Half rounds up (Python's round() rounds half to even, which would make quotas jump unevenly).
+    return int(n * fraction + 0.5)
+
+
+def class_quotas(n: int, *, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """``(test, val)`` samples of a class of ``n`` under the ``"quota"`` method (one always trains)."""
+    test, val = _quota(n, test_fraction), _quota(n, val_fraction)
+    while n > 0 and test + val >= n:  # keep at least one training sample per class
+        if test >= val and test > 0:  # validation runs every epoch: it gives up its sample last
+            test -= 1
+        else:
+            val -= 1
+    return test, val
+
+
+def _quota_split(keys: Sequence[str], labels: Sequence[Hashable], *, val_fraction: float, test_fraction: float,
+                 seed: int) -> dict[str, list[int]]:
+    by_class: dict[Hashable, list[int]] = {}
+    for position, label in enumerate(labels):
+        by_class.setdefault(label, []).append(position)
+    out: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for positions in by_class.values():
+        ranked = sorted(positions, key=lambda p: (unit_hash(seed, keys[p]), keys[p]))
+        test, val = class_quotas(len(ranked), val_fraction=val_fraction, test_fraction=test_fraction)
+        out["test"] += ranked[:test]
+        out["val"] += ranked[len(ranked) - val:] if val else []
+        out["train"] += ranked[test:len(ranked) - val]
+    return {name: sorted(found) for name, found in out.items()}
+
+
 def stratified_split(
     keys: Sequence[str],
     labels: Sequence[Hashable],
@@ -59,6 +97,7 @@ def stratified_split(
     val_fraction: float,
     test_fraction: float = 0.0,
     seed: int = 0,
+    method: SplitMethod = "quota",
 ) -> dict[str, list[int]]:
     """Split samples into train/val/test, returning sorted positions into ``keys`` per split.
 
@@ -68,20 +107,26 @@ def stratified_split(
         val_fraction: Fraction of each class for validation.
         test_fraction: Fraction of each class for testing.
         seed: Different seeds give independent splits.
+        method: ``"quota"`` (exact per-class shares) or ``"hash"`` (per-sample draws); see the module.
 
     Raises:
-        ValueError: Fractions out of range, length mismatch or duplicate keys.
+        ValueError: Fractions out of range, an unknown method, length mismatch or duplicate keys.
     """
     validate_fractions(val_fraction, test_fraction)
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"split method must be one of {SPLIT_METHODS}, got {method!r}")
     if len(keys) != len(labels):
         raise ValueError(f"got {len(keys)} keys but {len(labels)} labels")
     repeated = [key for key, count in Counter(keys).items() if count > 1]
     if repeated:
         raise ValueError(f"sample keys must be unique; repeated: {repeated[:5]}")
-    out: dict[str, list[int]] = {name: [] for name in SPLITS}
-    for position, key in enumerate(keys):
-        split = assign_split(key, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-        out[split].append(position)
+    if method == "quota":
+        out = _quota_split(keys, labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    else:
+        out = {name: [] for name in SPLITS}
+        for position, key in enumerate(keys):
+            split = assign_split(key, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+            out[split].append(position)
     _warn_on_empty_class_splits(labels, out, {"val": val_fraction, "test": test_fraction})
     return out
 
@@ -109,6 +154,7 @@ def split_folder_files(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    method: SplitMethod = "quota",
 ) -> dict[str, list[tuple[str, int]]]:
     """Train/val/test ``(relative path, label)`` lists from a folder index.
 
@@ -130,7 +176,7 @@ def split_folder_files(
     if fractions["val"] > 0 or fractions["test"] > 0:
         parts = stratified_split(
             [rel for rel, _ in pool], [y for _, y in pool],
-            val_fraction=fractions["val"], test_fraction=fractions["test"], seed=seed,
+            val_fraction=fractions["val"], test_fraction=fractions["test"], seed=seed, method=method,
         )
         for split in ("val", "test"):
             out.setdefault(split, [pool[i] for i in parts[split]])

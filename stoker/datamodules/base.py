@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset, IterableDataset, Sampler
 from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
@@ -52,6 +55,7 @@ class StokerDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        save_init_arguments(self)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if num_workers is not None and num_workers < 0:
@@ -183,6 +187,36 @@ class StokerDataModule(L.LightningDataModule):
         training = bool(trainer is not None and trainer.training)
         return self.device_transform(batch, training=training)
 
+    def normalize(self, batch: Any, *, training: bool = False, device: torch.device | str | None = None) -> Any:
+        """What happens to a batch between the loader and the model under a Trainer, for use without one.
+
+        A loader yields host batches as they travel (uint8 images 0-255, raw waveforms); a Trainer
+        then moves them to the device and calls :meth:`device_transform` (normalization, log-mel).
+        Iterating a loader by hand, call this to get what the model would get.
+
+        Args:
+            batch: A batch from one of this DataModule's loaders.
+            training: Apply the training-only device work too (SpecAugment masks).
+            device: Move the batch there first (``None``: leave it where it is).
+
+        Example::
+
+            batch = dm.normalize(next(iter(dm.train_dataloader())), device="cuda")
+        """
+        if device is not None:
+            batch = move_data_to_device(batch, torch.device(device))
+        return self.device_transform(batch, training=training)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Explain the dict batches when a model unpacks a batch as a tuple (``x, y = batch``)."""
+        text = str(exception)
+        if isinstance(exception, ValueError) and "values to unpack" in text:
+            rank_zero_warn(
+                f"{type(self).__name__} yields dict batches, not (input, target) tuples: read "
+                f"batch[{self.input_key!r}] and batch[{self.target_key!r}] (keys of this DataModule: input_key, "
+                "target_key). Unpacking a dict gives its keys, hence: " + text
+            )
+
     def device_transform(self, batch: Any, *, training: bool) -> Any:
         """Turn uint8 images into normalized float on the device (optionally channels_last)."""
         if self.mean is None or self.std is None or not isinstance(batch, dict):
@@ -214,8 +248,9 @@ class StokerDataModule(L.LightningDataModule):
     def record_fingerprint(self, fingerprint: str) -> None:
         """Set the data fingerprint, log it as hyperparameter ``data_fingerprint``, check it against a checkpoint."""
         self.fingerprint = fingerprint
-        self.hparams["data_fingerprint"] = fingerprint
-        initial = self.hparams_initial  # a copy; Lightning logs the initial hyperparameters
+        # Logged (Lightning logs the initial hyperparameters) but not among the checkpoint's
+        # hyperparameters, which `load_from_checkpoint` passes back to __init__.
+        initial = self.hparams_initial  # a copy
         initial["data_fingerprint"] = fingerprint
         self._hparams_initial = initial
         self._log_hyperparams = True  # Lightning logs DataModule hyperparameters only when this is set
@@ -267,6 +302,15 @@ class StokerDataModule(L.LightningDataModule):
         rank_zero_warn(f"{message}; strict_fingerprint=True makes this an error.")
 
     # ----------------------------------------------------------------- reporting
+    def created_files(self) -> list[str]:
+        """Files this DataModule wrote (caches), for the report: here the datasets caches of its tables."""
+        found: set[str] = set()
+        for dataset in (getattr(self, "datasets", None) or {}).values():
+            for entry in getattr(dataset, "cache_files", None) or []:
+                if isinstance(entry, dict) and entry.get("filename"):
+                    found.add(str(entry["filename"]))
+        return sorted(found)
+
     def describe(self) -> dict[str, Any]:
         """A plain-dict description of the pipeline for reports and logs."""
         return {
@@ -279,6 +323,21 @@ class StokerDataModule(L.LightningDataModule):
             "num_classes": self.num_classes,
             "class_names": self.class_names,
         }
+
+
+def save_init_arguments(datamodule: L.LightningDataModule) -> None:
+    """Save the concrete class's ``__init__`` arguments as the DataModule's hyperparameters.
+
+    Lightning's ``save_hyperparameters`` walks the whole constructor chain and keeps every level's
+    arguments, including those a subclass passes to its parent on its own (a demo fixing ``mean``);
+    only the arguments the concrete class takes are kept, so that ``load_from_checkpoint`` rebuilds it
+    and a LightningCLI ``config.yaml`` matches what is logged. Called from the base ``__init__``.
+    """
+    datamodule.save_hyperparameters(frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
+    accepted = set(inspect.signature(type(datamodule).__init__).parameters) - {"self"}
+    for key in [key for key in datamodule.hparams if key not in accepted]:
+        del datamodule.hparams[key]
+    datamodule._hparams_initial = copy.deepcopy(datamodule.hparams)  # type: ignore[attr-defined]
 
 
 def as_sequence(value: str | Sequence[str] | None) -> list[str]:

@@ -22,6 +22,7 @@ from stoker.data.folder import (
 from stoker.data.loader import available_cores
 from stoker.data.manifest import check_manifest_fingerprint, content_hashes, manifest_splits, splits_fingerprint
 from stoker.data.media import IMAGE, Media
+from stoker.data.progress import FileProgress
 from stoker.data.splits import split_folder_files, validate_fractions
 from stoker.datamodules.base import StokerDataModule
 
@@ -124,8 +125,13 @@ class ClassFolderDataModule(StokerDataModule):
         if self.verify == "none":
             return {}
         cache = scan_cache_path(index.root, self.cache_dir)
-        return find_bad_files(index.root, relpaths, self.media, num_workers=min(8, available_cores()),
-                              cache_path=cache.with_suffix(f".{self.media.name}.json"))
+        progress = FileProgress(f"decode-checking {self.media.name} files under {self.root}",
+                                "verify='none' skips the check (a corrupt file then fails the run when it is read)")
+        try:
+            return find_bad_files(index.root, relpaths, self.media, num_workers=min(8, available_cores()),
+                                  cache_path=cache.with_suffix(f".{self.media.name}.json"), progress=progress)
+        finally:
+            progress.close()
 
     # ----------------------------------------------------------------- self-description
     @property
@@ -173,9 +179,13 @@ class ClassFolderDataModule(StokerDataModule):
     def test_dataloader(self) -> Any:
         return self.make_loader(self.datasets["test"], train=False, collate_fn=SkippingCollate())
 
+    @property
+    def predict_split(self) -> str:
+        """The split ``predict`` runs on: test when there is one, else validation."""
+        return "test" if self.splits.get("test") else "val"
+
     def predict_dataloader(self) -> Any:
-        split = "test" if self.splits["test"] else "val"
-        return self.make_loader(self.datasets[split], train=False, collate_fn=SkippingCollate())
+        return self.make_loader(self.datasets[self.predict_split], train=False, collate_fn=SkippingCollate())
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Take the files skipped under ``on_bad_sample="skip"`` out of the batch and count them."""
@@ -205,8 +215,13 @@ class ClassFolderDataModule(StokerDataModule):
         bad = self._scan(index, relpaths)
         readable = [rel for rel in relpaths if rel not in bad]
         cache = scan_cache_path(index.root, self.cache_dir).with_suffix(".sha256.json")
-        hashes, unreadable = content_hashes(index.root, readable, num_workers=min(8, available_cores()),
-                                            cache_path=cache)
+        progress = FileProgress(f"hashing {self.media.name} files under {self.root} for the data fingerprint",
+                                "a manifest from `stoker split` carries the hashes of the split it pins")
+        try:
+            hashes, unreadable = content_hashes(index.root, readable, num_workers=min(8, available_cores()),
+                                                cache_path=cache, progress=progress)
+        finally:
+            progress.close()
         bad.update(unreadable)  # with verify="none", hashing is what meets an unreadable file
         return dict(sorted(bad.items())), hashes
 
@@ -246,6 +261,12 @@ class ClassFolderDataModule(StokerDataModule):
             shown = ", ".join(printable(p) for p in self.skipped[:5])
             rank_zero_info(f"skipped {len(self.skipped)} hidden or tool folder(s)/file(s) that hold no data (e.g. "
                            f"{shown})")
+
+    def created_files(self) -> list[str]:
+        """The per-file caches of the decode check and the content hashes (one JSON file each per root)."""
+        cache = scan_cache_path(Path(self.root), self.cache_dir)
+        candidates = (cache.with_suffix(f".{self.media.name}.json"), cache.with_suffix(".sha256.json"))
+        return [*super().created_files(), *(str(path) for path in candidates if path.is_file())]
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

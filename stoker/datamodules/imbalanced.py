@@ -8,6 +8,8 @@ disjoint, equal shards per rank.
 
 from __future__ import annotations
 
+import copy
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +20,7 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from torch.utils.data import DataLoader, IterableDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.datamodules.base import StokerDataModule
+from stoker.datamodules.base import StokerDataModule, save_init_arguments
 from stoker.samplers.class_weights import (
     STRATEGIES,
     Strategy,
@@ -46,13 +48,16 @@ class ImbalancedDataModule(L.LightningDataModule):
     ``class_mix/target/<class>`` and ``class_mix/max_abs_gap``.
 
     Args:
-        datamodule: The DataModule to rebalance (in YAML a nested ``class_path``/``init_args``).
+        datamodule: The DataModule to rebalance (in YAML, or from a checkpoint, a ``class_path``/``init_args`` dict).
         strategy: ``"inverse"``, ``"sqrt_inverse"``, ``"effective_number"`` or explicit per-class weights.
         beta: ``beta`` of ``"effective_number"``, in ``[0, 1)``.
         resample: Replace training sampling; ``False`` only computes :attr:`class_weights` for a loss.
         num_samples: Samples drawn per epoch over all ranks (default: the training split's size).
         replacement: Draw with replacement (rare classes can then repeat within an epoch).
         seed: Seed of the draws (default: the wrapped module's ``seed``, else 0).
+
+    Its hyperparameters hold the wrapped module as ``{"class_path", "init_args"}`` (its own saved
+    arguments), which ``load_from_checkpoint`` and ``datamodule=`` accept.
 
     Example::
 
@@ -62,7 +67,7 @@ class ImbalancedDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        datamodule: L.LightningDataModule,
+        datamodule: L.LightningDataModule | dict[str, Any],
         *,
         strategy: Strategy | list[float] = "inverse",
         beta: float = 0.999,
@@ -72,6 +77,12 @@ class ImbalancedDataModule(L.LightningDataModule):
         seed: int | None = None,
     ) -> None:
         super().__init__()
+        save_init_arguments(self)
+        if isinstance(datamodule, dict):  # from a checkpoint (or a config): {"class_path", "init_args"}
+            datamodule = instantiate_class_spec(datamodule)
+        # Checkpoints keep the wrapped module as the plain spec that rebuilds it, not as a pickled object.
+        self.hparams["datamodule"] = class_spec(datamodule)
+        self._hparams_initial = copy.deepcopy(self.hparams)
         if not isinstance(datamodule, L.LightningDataModule):
             raise TypeError(
                 f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}; "
@@ -356,3 +367,26 @@ def _with_sampler(loader: DataLoader, sampler: DistributedWeightedSampler) -> St
         kwargs["persistent_workers"] = loader.persistent_workers
         kwargs["prefetch_factor"] = loader.prefetch_factor
     return StatefulDataLoader(loader.dataset, **kwargs)
+
+
+def class_spec(datamodule: Any) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a DataModule: its class and the arguments it saved."""
+    cls = type(datamodule)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(getattr(datamodule, "hparams", {}))}
+
+
+def instantiate_class_spec(spec: dict[str, Any]) -> Any:
+    """Build the object a ``{"class_path", "init_args"}`` dict names (LightningCLI's format).
+
+    Raises:
+        ValueError: The dict has no ``class_path``, or it does not name an importable class.
+    """
+    path = spec.get("class_path")
+    if not isinstance(path, str) or "." not in path:
+        raise ValueError(f"expected a DataModule or a dict with 'class_path' and 'init_args', got {spec!r}")
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"class_path {path!r} names no importable class: {err}") from err
+    return cls(**dict(spec.get("init_args") or {}))

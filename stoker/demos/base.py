@@ -22,3 +22,8 @@ class BuiltOnFirstUse:
     def setup(self, stage: str | None = None) -> None:
         self.build()
         super().setup(stage)  # type: ignore[misc]
+
+    def created_files(self) -> list[str]:
+        """The demo's dataset, written on first use, besides what the DataModule caches."""
+        root = str(getattr(self, "root", ""))
+        return [f"{root} (the demo dataset, written on first use)", *super().created_files()]  # type: ignore[misc]

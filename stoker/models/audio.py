@@ -52,6 +52,10 @@ class AudioClassifier(StokerClassifier):
         drop_rate: Dropout before the classifier.
         label_smoothing: Label smoothing for integer labels (soft targets carry their own).
         class_weighted_loss: Weight the loss by the DataModule's ``class_weights``.
+        class_metrics: Log balanced accuracy, macro-F1 and per-class recall (``None``: when the training
+            split is imbalanced; see :class:`~stoker.models.StokerClassifier`).
+        compile: ``torch.compile`` the backbone (in place: checkpoints keep their keys). Compiling the whole
+            LightningModule instead recompiles at every change of step function and hits dynamo's limit.
         optimizer: Optimizer factory; LightningCLI sets it with ``--optimizer``.
         scheduler: Learning-rate scheduler factory, stepped every epoch.
 
@@ -75,11 +79,13 @@ class AudioClassifier(StokerClassifier):
         drop_rate: float = 0.1,
         label_smoothing: float = 0.0,
         class_weighted_loss: bool = False,
+        class_metrics: bool | None = None,
+        compile: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(label_smoothing=label_smoothing, class_weighted_loss=class_weighted_loss,
-                         optimizer=optimizer, scheduler=scheduler)
+                         class_metrics=class_metrics, optimizer=optimizer, scheduler=scheduler)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -96,6 +102,7 @@ class AudioClassifier(StokerClassifier):
             self.model = timm.create_model(
                 backbone, pretrained=pretrained, num_classes=num_classes, in_chans=1, drop_rate=drop_rate
             )
+        self.compile_backbone(compile)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         if spec.ndim == 3:  # [N, n_mels, frames] from a feature pipeline without a channel axis

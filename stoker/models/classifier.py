@@ -32,6 +32,34 @@ def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == labels).float().mean()
 
 
+IMBALANCE_RATIO = 3.0  # largest / smallest training class above which class metrics are on by default
+
+
+def wants_class_metrics(setting: bool | None, datamodule: Any) -> bool:
+    """``setting`` when given; otherwise whether the DataModule's training labels are imbalanced."""
+    if setting is not None:
+        return setting
+    labels_of = getattr(datamodule, "train_labels", None)
+    try:
+        labels = labels_of() if callable(labels_of) else None
+    except (ValueError, KeyError, AttributeError):  # a stream has no labels to count
+        return False
+    counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long)) if labels else torch.zeros(0)
+    counts = counts[counts > 0]
+    return len(counts) >= 2 and float(counts.max()) > IMBALANCE_RATIO * float(counts.min())
+
+
+def class_metric_set(num_classes: int) -> Any:
+    """Balanced accuracy (mean per-class recall), macro-F1 and per-class recall, from torchmetrics."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+    return torch.nn.ModuleDict({
+        "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),
+        "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average=None),
+    })
+
+
 class StokerClassifier(L.LightningModule):
     """Base of stoker's classifiers: one ``forward(inputs)``, the rest is shared.
 
@@ -39,10 +67,17 @@ class StokerClassifier(L.LightningModule):
     labels and soft targets; ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc`` (and
     ``test/...``) are logged; optimizer and scheduler are factories LightningCLI can set.
 
+    On skewed data accuracy hides the rare classes, so validation and test also log, with
+    torchmetrics, ``<stage>/balanced_acc`` (mean per-class recall), ``<stage>/macro_f1`` and
+    ``<stage>/recall/<class>`` for every class: always with ``class_metrics=True``, and by default
+    (``None``) when the training split's largest class is more than :data:`IMBALANCE_RATIO` times its
+    smallest.
+
     Args:
         label_smoothing: Label smoothing for integer labels.
         class_weighted_loss: Weight the loss by the DataModule's ``class_weights`` (an
             ``ImbalancedDataModule`` provides them), instead of or besides resampling.
+        class_metrics: Log the per-class metrics above (``None``: when the training split is imbalanced).
         optimizer: Optimizer factory.
         scheduler: Learning-rate scheduler factory, stepped every epoch.
     """
@@ -55,6 +90,7 @@ class StokerClassifier(L.LightningModule):
         *,
         label_smoothing: float = 0.0,
         class_weighted_loss: bool = False,
+        class_metrics: bool | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -66,11 +102,30 @@ class StokerClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.loss_weight: torch.Tensor | None = None
+        self.class_metrics = class_metrics
+        self.per_class: dict[str, Any] | None = None  # torchmetrics objects, in a ModuleDict
 
     def _keys(self) -> tuple[str, str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         input_key = getattr(datamodule, "input_key", None) or self.default_input_key
         return input_key, getattr(datamodule, "target_key", None) or self.default_target_key
+
+    def compile_backbone(self, enabled: bool) -> None:
+        """``torch.compile`` ``self.model`` in place (its state_dict keys stay as they are)."""
+        model = getattr(self, "model", None)
+        if enabled and isinstance(model, torch.nn.Module):
+            model.compile()
+
+    def setup(self, stage: str) -> None:
+        """Create the per-class metrics when asked, or when the DataModule's training split is imbalanced."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.per_class is not None or not wants_class_metrics(self.class_metrics, datamodule):
+            return
+        names = list(getattr(datamodule, "class_names", None) or [])
+        num_classes = int(getattr(self.hparams, "num_classes", 0) or len(names))
+        if num_classes >= 2:
+            self.per_class = class_metric_set(num_classes)
+            self.metric_class_names = names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
     def on_fit_start(self) -> None:
         if not self.class_weighted_loss:
@@ -102,7 +157,29 @@ class StokerClassifier(L.LightningModule):
         sync = stage != "train"  # epoch-level eval metrics are reduced across ranks; step metrics are not
         self.log(f"{stage}/loss", loss, prog_bar=sync, batch_size=size, sync_dist=sync)
         self.log(f"{stage}/acc", top1_accuracy(logits, target), prog_bar=True, batch_size=size, sync_dist=sync)
+        if self.per_class is not None and stage != "train":
+            labels = target.argmax(dim=1) if target.ndim == 2 else target
+            for metric in self.per_class.values():
+                metric.update(logits, labels)
         return loss
+
+    def _log_class_metrics(self, stage: str) -> None:
+        if self.per_class is None:
+            return
+        # compute() reduces over ranks itself (torchmetrics); every rank logs the same numbers.
+        values = {name: metric.compute() for name, metric in self.per_class.items()}
+        self.log(f"{stage}/balanced_acc", values["balanced_acc"])
+        self.log(f"{stage}/macro_f1", values["macro_f1"])
+        for name, recall in zip(self.metric_class_names, values["recall"].tolist()):
+            self.log(f"{stage}/recall/{name}", recall)
+        for metric in self.per_class.values():
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_class_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_class_metrics("test")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

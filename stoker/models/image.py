@@ -24,6 +24,10 @@ class ImageClassifier(StokerClassifier):
         drop_rate: Dropout before the classifier.
         label_smoothing: Label smoothing for integer labels (soft targets carry their own).
         class_weighted_loss: Weight the loss by the DataModule's ``class_weights``.
+        class_metrics: Log balanced accuracy, macro-F1 and per-class recall (``None``: when the training
+            split is imbalanced; see :class:`~stoker.models.StokerClassifier`).
+        compile: ``torch.compile`` the backbone (in place: checkpoints keep their keys). Compiling the whole
+            LightningModule instead recompiles at every change of step function and hits dynamo's limit.
         channels_last: Put the model in channels_last memory format (faster convolutions on
             tensor cores when the images are channels_last too).
         optimizer: Optimizer factory; LightningCLI sets it with ``--optimizer``.
@@ -46,12 +50,14 @@ class ImageClassifier(StokerClassifier):
         drop_rate: float = 0.0,
         label_smoothing: float = 0.0,
         class_weighted_loss: bool = False,
+        class_metrics: bool | None = None,
+        compile: bool = False,
         channels_last: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(label_smoothing=label_smoothing, class_weighted_loss=class_weighted_loss,
-                         optimizer=optimizer, scheduler=scheduler)
+                         class_metrics=class_metrics, optimizer=optimizer, scheduler=scheduler)
         import timm
 
         if num_classes < 1:
@@ -64,6 +70,7 @@ class ImageClassifier(StokerClassifier):
         )
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.compile_backbone(compile)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

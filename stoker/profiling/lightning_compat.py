@@ -67,3 +67,18 @@ def unwrap_fetch(handle: FetchWrap) -> None:
 def trainer_log_every(trainer: L.Trainer) -> int:
     """The Trainer's ``log_every_n_steps`` (set by its logger connector; 0 under ``barebones``: use 50)."""
     return int(getattr(trainer, "log_every_n_steps", 0) or 50)
+
+
+def publish(trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
+    """Send a monitor's metrics, computed at its own log interval, to the loggers and to ``callback_metrics``.
+
+    The loggers get them directly at the current step (``self.log`` would hold step metrics until the
+    Trainer's own logging interval); ``callback_metrics`` (what ``EarlyStopping``, ``ModelCheckpoint``
+    and tests read) gets them through ``pl_module.log`` with the logger off. The values are the same on
+    every rank (they were gathered), so nothing is reduced again.
+    """
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+    if metrics:
+        pl_module.log_dict(metrics, logger=False, on_step=True, on_epoch=False, batch_size=1)

@@ -92,9 +92,22 @@ def time_items(dataset: Any, *, count: int = 16, clock: Callable[[], float] = ti
 
 
 def find_bottlenecks(measured: dict[str, Any], items: dict[str, float], *, num_workers: int, cores: int,
-                     persistent_workers: bool) -> list[str]:
-    """Plain-language verdicts, each with its numbers, from the loader and per-item measurements."""
+                     persistent_workers: bool, step_s: float | None = None) -> list[str]:
+    """Plain-language verdicts, each with its numbers, from the loader and per-item measurements.
+
+    With ``step_s`` (a measured training step of the model on one batch), the loader is judged
+    against what the model consumes: when it supplies batches faster than the step takes, the run is
+    compute-bound and loader tuning is not suggested.
+    """
+    median = measured["median_batch_s"]
+    if step_s is not None and median > 0 and median < step_s:
+        return [f"compute-bound: the loader supplies a batch every {median * 1e3:.1f} ms and a training step of "
+                f"the model takes {step_s * 1e3:.1f} ms here, so loader tuning will not speed training up"]
     notes: list[str] = []
+    if step_s is not None and median > 0:
+        notes.append(f"input-bound: a batch takes {median * 1e3:.1f} ms to load and the model's training step "
+                     f"{step_s * 1e3:.1f} ms, so the model would wait about {(median - step_s) * 1e3:.1f} ms per "
+                     "step without workers to overlap them")
     rate = measured["samples_per_s"]
     single = 1.0 / items["item_s"] if items.get("item_s") else None
     if num_workers == 0:
@@ -116,7 +129,6 @@ def find_bottlenecks(measured: dict[str, Any], items: dict[str, float], *, num_w
                      f"({items['item_s'] * 1e3:.2f} ms per sample in one process)"
                      + ("; consider a lighter policy or device-side augmentation" if share >= 0.5 else
                         "; GPU decoding (the DALI DataModule) removes this cost from the CPU"))
-    median = measured["median_batch_s"]
     if median > 0 and measured["startup_s"] > 5 * median and not persistent_workers and num_workers > 0:
         notes.append(f"worker start-up takes {measured['startup_s']:.2f} s (vs {median * 1e3:.0f} ms per batch) "
                      "and repeats every epoch: set persistent_workers=True")

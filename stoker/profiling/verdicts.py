@@ -158,7 +158,7 @@ def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[f
         f"({mean['samples_per_s']:.1f} per rank)",
         f"  starvation ({kind}): {100 * _z(mean['starvation']):.1f}% mean, "
         f"{100 * run.slowest_starvation:.1f}% on the slowest rank (rank {run.slowest_rank})",
-        f"  per step: fetch wait {mean['fetch_ms']:.2f} ms, host-to-device {mean['transfer_ms']:.2f} ms, "
+        f"  per step: fetch wait {mean['fetch_ms']:.2f} ms, {_transfer_label(loader)} {mean['transfer_ms']:.2f} ms, "
         f"step {mean['step_ms']:.2f} ms (fetch fraction {100 * _z(mean['fetch_fraction']):.1f}%)",
     ]
     if first_batch_s:
@@ -181,6 +181,14 @@ def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[f
     lines.append(f"  verdict: {verdict(run.slowest_starvation)}")
     lines.extend(f"  - {text}" for text in suggestions(run, loader, first_batch_s))
     return "\n".join(lines)
+
+
+def _transfer_label(loader: LoaderInfo) -> str:
+    # The span from the fetch to the step holds the copy *and* on_after_batch_transfer: on a CPU run
+    # there is no copy, only that device-side preprocessing (normalization, log-mel spectrograms).
+    if loader.on_cuda:
+        return "host-to-device copy + on_after_batch_transfer"
+    return "on_after_batch_transfer (device-side preprocessing, run on the CPU here)"
 
 
 def mean_of(run: RankAggregate, key: str, rank: int) -> float:

@@ -27,8 +27,14 @@ def _statistics(report: dict[str, Any]) -> list[str]:
              "- Split: " + ", ".join(f"{k} {v}" for k, v in stats["split_sizes"].items()),
              f"- Classes: {stats['num_classes']}; imbalance ratio (largest/smallest training class): "
              + (f"{stats['imbalance_ratio']:.2f}" if stats["imbalance_ratio"] else "n/a"),
-             f"- Data format: {stats['data_format']['datamodule']}; batches {stats['data_format']['batch']}", "",
-             "Class distribution:", ""]
+             f"- Data format: {stats['data_format']['datamodule']}; batches {stats['data_format']['batch']}"]
+    tokens = stats.get("token_stats") or {}
+    if tokens.get("samples"):
+        lines.append(f"- Training tokens per text: p50 {tokens['p50']:.0f}, p90 {tokens['p90']:.0f}, p99 "
+                     f"{tokens['p99']:.0f}, max {tokens['max']}; {tokens['truncation_rate']:.1%} truncated. Real-token "
+                     f"fraction: pad-to-max {tokens['real_fraction_max_length']:.2f}, dynamic "
+                     f"{tokens['real_fraction_dynamic']:.2f}, length-bucketed {tokens['real_fraction_bucketed']:.2f}")
+    lines += ["", "Class distribution:", ""]
     rows = [[name, *(counts[s].get(name, 0) for s in splits)] for name in stats["class_names"]]
     return lines + _table(["class", *splits], rows)
 
@@ -43,6 +49,9 @@ def _files(report: dict[str, Any]) -> list[str]:
             lines.append(f"- {key.capitalize()}: `{files[key]}`")
     for name, examples in (files.get("examples") or {}).items():
         lines.append(f"- {name}: " + ", ".join(f"`{p}`" for p in examples))
+    created = files.get("created") or []
+    if created:
+        lines += ["", "Files the pipeline created or modified:", *(f"- `{path}`" for path in created)]
     return lines
 
 
@@ -72,6 +81,10 @@ def _loading(report: dict[str, Any]) -> list[str]:
              f" ms, p90 {load['p90_batch_s'] * 1e3:.1f} ms",
              f"- Memory (peak RSS): main process {memory['main']} MiB, {memory['num_processes']} worker process(es) "
              f"{memory['workers']} MiB in total"]
+    step = load.get("model_step")
+    if step:
+        lines.append(f"- Training step of the model on one batch (here, CPU): {step['step_s'] * 1e3:.1f} ms, "
+                     f"{step['samples_per_s']:.1f} samples/s consumed")
     items = load.get("per_item") or {}
     if items:
         parts = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v * 1e3:.2f} ms" for k, v in items.items())

@@ -89,16 +89,23 @@ def preprocessing_steps(datamodule: Any, callbacks: Iterable[Any] = (), batch_fo
             steps.append(f"SpecAugment on the device {info['spec_augment']}")
     if batch_format:
         steps.append(f"collate {batch_format}")
-    steps.append("copy to the device" + (" (pinned memory)" if info.get("pin_memory") else ""))
+    steps += device_steps(datamodule)
+    for callback in callbacks:
+        rows = callback.augmentation_rows() if hasattr(callback, "augmentation_rows") else []
+        if rows:
+            steps.append(" / ".join(str(row["augmentation"]) for row in rows) + f" ({type(callback).__name__}, device)")
+    return steps
+
+
+def device_steps(datamodule: Any) -> list[str]:
+    """What happens after the loader, training and evaluation alike: the copy and the device normalization."""
+    info = datamodule.describe() if hasattr(datamodule, "describe") else {}
+    steps = ["copy to the device" + (" (pinned memory)" if info.get("pin_memory") else "")]
     mean = getattr(datamodule, "mean", None)
     if mean is not None:
         layout = ", channels_last" if getattr(datamodule, "channels_last", False) else ""
         steps.append(f"normalize to float32 on the device (mean={_value(list(mean))}, "
                      f"std={_value(list(getattr(datamodule, 'std', None) or ()))}{layout})")
-    for callback in callbacks:
-        rows = callback.augmentation_rows() if hasattr(callback, "augmentation_rows") else []
-        if rows:
-            steps.append(" / ".join(str(row["augmentation"]) for row in rows) + f" ({type(callback).__name__}, device)")
     return steps
 
 

@@ -49,15 +49,19 @@ def sample_grid_png(grid: torch.Tensor, path: str | os.PathLike[str], *, with_or
     return _save(figure, plt, path)
 
 
-def throughput_png(per_batch: list[float], mean_rate: float, path: str | os.PathLike[str]) -> Path:
-    """Samples/s of each measured batch, the first (worker start-up) included, with the steady-state mean."""
+def throughput_png(per_batch: list[float], mean_rate: float, path: str | os.PathLike[str], *,
+                   model_rate: float | None = None) -> Path:
+    """Samples/s of each loader batch, the first (worker start-up) included, with the steady-state mean and,
+    when measured, the rate the model's training step consumes (the line the loader must stay above)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 3.2))
-    axes.plot(range(1, len(per_batch) + 1), per_batch, marker="o", label="per batch")
-    axes.axhline(mean_rate, color="tab:red", linestyle="--", label=f"steady state {mean_rate:.0f}/s")
+    axes.plot(range(1, len(per_batch) + 1), per_batch, marker="o", label="loader, per batch")
+    axes.axhline(mean_rate, color="tab:red", linestyle="--", label=f"loader steady state {mean_rate:.0f}/s")
+    if model_rate:
+        axes.axhline(model_rate, color="tab:green", linestyle=":", label=f"training step consumes {model_rate:.0f}/s")
     axes.set_xlabel("batch")
     axes.set_ylabel("samples/s")
-    axes.set_title("DataLoader throughput (no model)")
+    axes.set_title("Loader throughput against the training step" if model_rate else "DataLoader throughput (no model)")
     axes.legend()
     return _save(figure, plt, path)
 

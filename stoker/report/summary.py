@@ -7,7 +7,10 @@ dict, Markdown (:func:`report_markdown`) and PNG plots (:mod:`stoker.report.plot
 
 from __future__ import annotations
 
+import copy
 import os
+import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from stoker.quality.scan import datamodule_scan_args, scan_dataset
 from stoker.report.pipeline import (
     augmentation_rows,
     describe_step,
+    device_steps,
     preprocessing_line,
     preprocessing_steps,
     transform_steps,
@@ -82,6 +86,7 @@ def dataset_statistics(datamodule: Any, info: dict[str, Any], first_batch: Any) 
         "class_distribution": counts,
         "imbalance_ratio": ratio,
         "data_format": {"datamodule": type(datamodule).__name__, "batch": batch_format(first_batch)},
+        "token_stats": dict(info.get("token_stats") or {}),
     }
 
 
@@ -104,11 +109,13 @@ def files_section(datamodule: Any, info: dict[str, Any], per_class: int = 3) -> 
         value = info.get(key, getattr(datamodule, key, None))
         if value is not None:
             out[key] = value
+    created = getattr(datamodule, "created_files", None)
+    out["created"] = list(created()) if callable(created) else []
     return out
 
 
-def loading_section(datamodule: Any, batches: int) -> tuple[dict[str, Any], Any]:
-    """Measure the training DataLoader; return the section and the first batch."""
+def loading_section(datamodule: Any, batches: int, model: Any = None) -> tuple[dict[str, Any], Any]:
+    """Measure the training DataLoader (and, given the model, its training step); return the section and a batch."""
     measured = measure_loader(datamodule.train_dataloader(), datamodule.batch_size_of, batches=batches)
     first = measured.pop("first_batch")
     dataset = getattr(datamodule.train_dataloader(), "dataset", None)
@@ -116,12 +123,43 @@ def loading_section(datamodule: Any, batches: int) -> tuple[dict[str, Any], Any]
     if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         items = time_items(dataset)
     workers = int(datamodule.num_workers)
+    model_step = step_timing(model, datamodule, first)
     measured.update(
         num_workers=workers, batch_size=datamodule.batch_size, cores=available_cores(), per_item=items,
+        model_step=model_step,
         bottlenecks=find_bottlenecks(measured, items, num_workers=workers, cores=available_cores(),
-                                     persistent_workers=bool(getattr(datamodule, "persistent_workers", False))),
+                                     persistent_workers=bool(getattr(datamodule, "persistent_workers", False)),
+                                     step_s=model_step["step_s"] if model_step else None),
     )
     return measured, first
+
+
+def step_timing(model: Any, datamodule: Any, batch: Any, *, steps: int = 3) -> dict[str, float] | None:
+    """Seconds of one training step (forward and backward) of ``model`` on a real batch, here, on the CPU.
+
+    The batch gets the DataModule's device-side work first (:meth:`StokerDataModule.normalize`), as in
+    training. ``None`` when the model cannot take the batch (it is not a stoker model, for instance).
+    """
+    normalize = getattr(datamodule, "normalize", None)
+    if model is None or not callable(normalize):
+        return None
+    times: list[float] = []
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log() without a Trainer warns and does nothing
+        for _ in range(steps):
+            ready = normalize(copy.copy(batch), training=True)
+            start = time.perf_counter()
+            try:
+                loss = model.training_step(ready, 0)
+                loss.backward()
+            except (KeyError, TypeError, ValueError, RuntimeError):
+                return None
+            times.append(time.perf_counter() - start)
+            model.zero_grad(set_to_none=True)
+    steady = sorted(times[1:] or times)
+    seconds = steady[len(steady) // 2]
+    return {"step_s": seconds, "samples_per_s": datamodule.batch_size_of(batch) / seconds if seconds > 0 else 0.0}
 
 
 def quality_section(datamodule: Any, info: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
@@ -207,11 +245,15 @@ def summary_paragraph(report: dict[str, Any]) -> str:
 
 def build_report(datamodule: Any, *, callbacks: list[Any] | None = None, recipe: str | None = None,
                  data_args: dict[str, Any] | None = None, class_path: str | None = None,
-                 batches: int = 20) -> dict[str, Any]:
-    """Every section of the Data Pipeline Summary for a DataModule after ``setup``."""
+                 batches: int = 20, model: Any = None) -> dict[str, Any]:
+    """Every section of the Data Pipeline Summary for a DataModule after ``setup``.
+
+    With the recipe's ``model``, a few training steps are timed on a real batch, so the bottlenecks
+    are judged against what the model consumes, not the loader alone.
+    """
     callbacks = list(callbacks or [])
     info = datamodule.describe()
-    loading, first = loading_section(datamodule, batches)
+    loading, first = loading_section(datamodule, batches, model)
     report: dict[str, Any] = {"title": "Data Pipeline Summary", "recipe": recipe}
     report["dataset_statistics"] = dataset_statistics(datamodule, info, first)
     report["files"] = files_section(datamodule, info)
@@ -219,7 +261,8 @@ def build_report(datamodule: Any, *, callbacks: list[Any] | None = None, recipe:
     report["preprocessing"] = {"steps": steps, "line": preprocessing_line(steps)}
     eval_transform = getattr(datamodule, "eval_transform", None)
     if eval_transform is not None:
-        report["preprocessing"]["evaluation"] = [describe_step(s) for s in transform_steps(eval_transform)]
+        evaluation = [describe_step(s) for s in transform_steps(eval_transform)]
+        report["preprocessing"]["evaluation"] = evaluation + device_steps(datamodule)
     report["augmentations"] = augmentation_rows(datamodule, callbacks)
     report["loading"] = loading
     report["usage"] = usage_section(recipe, datamodule, data_args, class_path)
@@ -248,7 +291,8 @@ def write_plots(report: dict[str, Any], datamodule: Any, out_dir: str | os.PathL
         plots["sample_grid"] = str(sample_grid_png(pair_grid(pairs), out / "sample_grid.png",
                                                    with_originals=with_originals))
     load = report["loading"]
+    model_rate = (load.get("model_step") or {}).get("samples_per_s")
     plots["throughput"] = str(throughput_png(load["samples_per_s_per_batch"], load["samples_per_s"],
-                                             out / "throughput.png"))
+                                             out / "throughput.png", model_rate=model_rate))
     report["plots"] = plots
     return plots

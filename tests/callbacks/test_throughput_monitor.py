@@ -140,3 +140,11 @@ def test_bad_arguments_and_state_name_the_fix() -> None:
         DataThroughputMonitor(log_every_n_steps=0)
     with pytest.raises(ValueError, match=r"unknown DataThroughputMonitor totals \['tokens'\]"):
         DataThroughputMonitor().load_state_dict({"totals": {"tokens": 3}})
+
+
+def test_a_short_run_logs_rates_and_they_reach_callback_metrics() -> None:
+    # The window holds 20 steps; a 6-step run used to log nothing and callback_metrics never saw a rate.
+    monitor = DataThroughputMonitor(window_size=20, print_summary=False)
+    trainer = run_paced(0.0, 0.001, num_batches=6, callbacks=[monitor], log_every_n_steps=2)
+    assert monitor.history and all(m["throughput/samples_per_sec"] > 0 for m in monitor.history)
+    assert float(trainer.callback_metrics["throughput/samples_per_sec"]) > 0

@@ -133,3 +133,19 @@ def test_file_names_that_are_not_utf8_are_indexed_checked_and_round_trip(tmp_pat
     listing = tmp_path / "q.txt"
     listing.write_bytes(b"cat/caf\xe9.jpg\n")
     assert read_path_list(listing) == {rel}
+
+
+def test_long_per_file_work_shows_progress_once_with_the_way_to_skip_it(tmp_path: Path, capsys) -> None:
+    from stoker.data.progress import MIN_FILES, FileProgress
+
+    progress = FileProgress("decode-checking image files under x", "verify='none' skips the check", enabled=True)
+    for done in range(1, MIN_FILES + 1):
+        progress(done, MIN_FILES)
+    err = capsys.readouterr().err
+    assert f"decode-checking image files under x: {MIN_FILES} files, once (the results are cached)" in err
+    assert "verify='none' skips the check" in err and f"{MIN_FILES}/{MIN_FILES}" in err
+    quiet = FileProgress("hashing", "", enabled=False)
+    quiet(1, 10_000)
+    small = FileProgress("hashing", "", enabled=True)
+    small(1, 10)
+    assert capsys.readouterr().err == "", "off rank zero, off a terminal, and for small jobs: nothing"

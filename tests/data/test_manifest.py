@@ -36,13 +36,15 @@ def test_split_ignores_listing_order_and_is_stratified() -> None:
     assert other_seed.split_of() != first.split_of()
 
 
-def test_adding_a_file_moves_only_that_file() -> None:
+@pytest.mark.parametrize(("method", "allowed"), [("quota", 2), ("hash", 0)])
+def test_adding_a_file_moves_at_most_what_its_method_allows(method: str, allowed: int) -> None:
     samples = _samples()
     hashes = {path: "x" for path, _, _ in samples + [("cat/new.jpg", "cat", "all")]}
-    before = build_manifest(samples, hashes, val_fraction=0.2, test_fraction=0.1, seed=0).split_of()
-    after = build_manifest(samples + [("cat/new.jpg", "cat", "all")], hashes, val_fraction=0.2,
-                           test_fraction=0.1, seed=0).split_of()
-    assert {k: v for k, v in after.items() if k != "cat/new.jpg"} == before
+    options = {"val_fraction": 0.2, "test_fraction": 0.1, "seed": 0, "method": method}
+    before = build_manifest(samples, hashes, **options).split_of()
+    after = build_manifest(samples + [("cat/new.jpg", "cat", "all")], hashes, **options).split_of()
+    moved = [path for path, split in before.items() if after[path] != split]
+    assert len(moved) <= allowed and all(path.startswith("cat/") for path in moved), moved
 
 
 def test_presplit_tree_keeps_its_val_folder() -> None:

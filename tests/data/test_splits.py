@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from stoker.data.splits import stratified_split, unit_hash
+from stoker.data.splits import class_quotas, stratified_split, unit_hash
 
 KEYS = [f"class{c}/img{i:04d}.jpg" for c in range(4) for i in range(500)]
 LABELS = [int(key[5]) for key in KEYS]
@@ -28,8 +28,32 @@ def test_split_is_deterministic_and_independent_of_listing_order() -> None:
     assert other_seed["val"] != first["val"]
 
 
-def test_every_class_is_split_in_proportion() -> None:
-    parts = stratified_split(KEYS, LABELS, val_fraction=0.1, test_fraction=0.2, seed=0)
+def test_quotas_give_every_class_exactly_its_share() -> None:
+    keys = [f"c{c}/{i}" for c in range(3) for i in range(7 + 5 * c)]  # 7, 12 and 17 samples
+    labels = [key.split("/")[0] for key in keys]
+    parts = stratified_split(keys, labels, val_fraction=0.15, test_fraction=0.1, seed=0)
+    for name, n in (("c0", 7), ("c1", 12), ("c2", 17)):
+        got = {split: sum(1 for i in found if labels[i] == name) for split, found in parts.items()}
+        assert got["val"] == int(n * 0.15 + 0.5) and got["test"] == int(n * 0.1 + 0.5), (name, got)
+    assert sorted(i for p in parts.values() for i in p) == list(range(len(keys)))
+    assert class_quotas(2, val_fraction=0.5, test_fraction=0.4) == (0, 1), "a class keeps one training sample"
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.2, 0.0), (0.15, 0.1)])
+def test_adding_a_file_moves_at_most_one_other_file_of_its_class(val: float, test: float) -> None:
+    # The property a growing dataset relies on, checked for every size from 1 to 60 files: one other file
+    # at most with validation only, two with validation and test.
+    keys = [f"a/{i:03d}.jpg" for i in range(61)]
+    for n in range(1, 61):
+        before = stratified_split(keys[:n], ["a"] * n, val_fraction=val, test_fraction=test, seed=5)
+        after = stratified_split(keys[: n + 1], ["a"] * (n + 1), val_fraction=val, test_fraction=test, seed=5)
+        where = {keys[i]: split for split, found in before.items() for i in found}
+        moved = [keys[i] for split, found in after.items() for i in found if i < n and where[keys[i]] != split]
+        assert len(moved) <= (2 if test else 1), (n, moved)
+
+
+def test_hash_split_is_proportional_in_expectation() -> None:
+    parts = stratified_split(KEYS, LABELS, val_fraction=0.1, test_fraction=0.2, seed=0, method="hash")
     for label in range(4):
         members = [i for i, y in enumerate(LABELS) if y == label]
         for split, fraction in (("val", 0.1), ("test", 0.2)):
@@ -39,10 +63,10 @@ def test_every_class_is_split_in_proportion() -> None:
     assert sorted(i for p in parts.values() for i in p) == list(range(len(KEYS)))
 
 
-def test_adding_a_sample_moves_no_other_sample() -> None:
-    before = as_sets(KEYS, stratified_split(KEYS, LABELS, val_fraction=0.2, seed=0))
+def test_with_the_hash_method_adding_a_sample_moves_no_other_sample() -> None:
+    before = as_sets(KEYS, stratified_split(KEYS, LABELS, val_fraction=0.2, seed=0, method="hash"))
     keys = [*KEYS, "class1/new.jpg"]
-    after = as_sets(keys, stratified_split(keys, [*LABELS, 1], val_fraction=0.2, seed=0))
+    after = as_sets(keys, stratified_split(keys, [*LABELS, 1], val_fraction=0.2, seed=0, method="hash"))
     for split in before:
         assert after[split] - {"class1/new.jpg"} == before[split]
 
@@ -85,6 +109,9 @@ def test_folder_files_keep_the_trees_own_splits_and_carve_the_missing_ones() -> 
 
 def test_a_class_left_out_of_a_split_by_chance_is_named() -> None:
     keys = [f"rare/{i}.jpg" for i in range(4)]
-    seed = next(s for s in range(200) if not stratified_split(keys, ["rare"] * 4, val_fraction=0.5, seed=s)["val"])
+    def split(seed: int) -> dict[str, list[int]]:
+        return stratified_split(keys, ["rare"] * 4, val_fraction=0.5, seed=seed, method="hash")
+
+    seed = next(s for s in range(200) if not split(s)["val"])
     with pytest.warns(UserWarning, match=r"no sample of class\(es\) \['rare'\] fell into 'val'"):
-        stratified_split(keys, ["rare"] * 4, val_fraction=0.5, seed=seed)
+        split(seed)

@@ -62,3 +62,34 @@ def test_class_weighted_loss_needs_class_weights_from_the_datamodule() -> None:
     trainer = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match="class_weighted_loss=True needs a DataModule with class_weights"):
         trainer.fit(model, datamodule=NoWeights(num_workers=0))
+
+
+def _fit_and_validate(root, class_metrics: bool | None) -> dict[str, float]:
+    import lightning as L
+
+    from stoker.datamodules import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(str(root), batch_size=4, num_workers=0, image_size=16, val_fraction=0.3)
+    model = ImageClassifier("resnet10t", num_classes=2, class_metrics=class_metrics)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+def test_imbalanced_training_reports_balanced_accuracy_macro_f1_and_per_class_recall(image_tree, tmp_path) -> None:
+    skewed = _fit_and_validate(image_tree({"common": 20, "rare": 4}, size=(16, 16)), None)
+    assert {"val/balanced_acc", "val/macro_f1", "val/recall/common", "val/recall/rare"} <= set(skewed)
+    recalls = (skewed["val/recall/common"], skewed["val/recall/rare"])
+    assert skewed["val/balanced_acc"] == pytest.approx(sum(recalls) / 2, abs=1e-6), "balanced = mean recall"
+    even = _fit_and_validate(image_tree({"a": 8, "b": 8}, size=(16, 16), root=tmp_path / "even"), None)
+    assert "val/balanced_acc" not in even and "val/acc" in even, "balanced data: off unless asked"
+    asked = _fit_and_validate(tmp_path / "even", True)
+    assert "val/macro_f1" in asked
+
+
+def test_compile_compiles_the_backbone_in_place_and_keeps_checkpoint_keys() -> None:
+    plain, compiled = ImageClassifier("resnet10t", num_classes=3), ImageClassifier("resnet10t", num_classes=3,
+                                                                                   compile=True)
+    assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
+    assert compiled.state_dict().keys() == plain.state_dict().keys()
