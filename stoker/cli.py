@@ -2,14 +2,16 @@
 
 ``stoker fit|validate|test|predict --config recipes/<name>.yaml`` runs a LightningCLI recipe;
 data subcommands (``stoker scan``, ``stoker split``, ``stoker report``) are registered in
-:data:`DATA_COMMANDS` and dispatched before LightningCLI sees the arguments.
+:data:`DATA_COMMANDS` and dispatched before LightningCLI sees the arguments. A data command that
+reads a recipe builds it with :func:`recipe_cli`: the parser of ``stoker fit`` (repeated
+``--config``, dotted overrides, ``--print_config``) plus the command's own options, never run.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -21,6 +23,10 @@ DATA_COMMANDS: dict[str, str] = {
     "split": "stoker.commands.split:main",
     "report": "stoker.commands.report:main",
 }
+
+# Options that only the recipe parser knows: a data command given any of them reads a recipe.
+RECIPE_OPTIONS: tuple[str, ...] = ("--config", "-c", "--print_config", "--seed_everything", "--trainer", "--model",
+                                   "--data", "--optimizer", "--lr_scheduler")
 
 
 class StokerCLI(LightningCLI):
@@ -34,16 +40,65 @@ class StokerCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
 
+class _RecipeCLI(StokerCLI):
+    """:class:`StokerCLI` without subcommands, plus a data command's own options; builds and never runs."""
+
+    def __init__(self, args: list[str], *, add_arguments: Callable[[LightningArgumentParser], None],
+                 parser_kwargs: dict[str, Any]) -> None:
+        self._add_command_arguments = add_arguments
+        super().__init__(args=args, run=False, save_config_callback=None, **_cli_kwargs(parser_kwargs))
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        self._add_command_arguments(parser)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # LightningCLI warns when it gets `args` while sys.argv holds arguments too, in case both were
+        # meant; here `args` is the share of sys.argv after "stoker <command>", so there is one source.
+        self.config = parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        # A data command trains nothing: a recipe's logger would only create empty run folders.
+        self.config["trainer.logger"] = False
+
+
+def recipe_cli(argv: Sequence[str], *, prog: str, description: str,
+               add_arguments: Callable[[LightningArgumentParser], None]) -> StokerCLI | int:
+    """The recipe of a data command, parsed and instantiated exactly as ``stoker fit`` would, but not run.
+
+    Accepts what ``stoker fit`` accepts (``--config`` repeated, ``--data.init_args.root=...``,
+    ``--print_config``) plus the options ``add_arguments`` adds to the parser.
+
+    Returns:
+        The CLI (``.config`` holds the command's options, ``.datamodule``, ``.model`` and ``.trainer``
+        are built), or the exit status when parsing ended the command (``--help``, ``--print_config``,
+        a bad argument: jsonargparse has printed why).
+    """
+    try:
+        return _RecipeCLI(list(argv), add_arguments=add_arguments,
+                          parser_kwargs={"prog": prog, "description": description})
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+
+
+def uses_recipe(argv: Sequence[str]) -> bool:
+    """Whether a data command's arguments name a recipe (any of :data:`RECIPE_OPTIONS`)."""
+    return any(token == option or token.startswith((option + ".", option + "=")) for token in argv
+               for option in RECIPE_OPTIONS)
+
+
 def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> StokerCLI:
     """Build (and by default run) the LightningCLI part of ``stoker``; used by tests and ``main``."""
-    return StokerCLI(
-        args=list(args) if args is not None else None,
-        run=run,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"} if _has_omegaconf() else None,
-    )
+    return StokerCLI(args=list(args) if args is not None else None, run=run, **_cli_kwargs())
+
+
+def _cli_kwargs(parser_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The LightningCLI arguments every stoker command shares."""
+    parser_kwargs = dict(parser_kwargs or {})
+    if _has_omegaconf():
+        parser_kwargs["parser_mode"] = "omegaconf"
+    return {"subclass_mode_model": True, "subclass_mode_data": True, "save_config_kwargs": {"overwrite": True},
+            "parser_kwargs": parser_kwargs or None}
 
 
 def _has_omegaconf() -> bool:

@@ -67,3 +67,12 @@ def test_example_smoke_runs(example: Path, tmp_path: Path) -> None:
                                                                       "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_data_commands_read_a_recipe_when_given_recipe_options() -> None:
+    from stoker.cli import uses_recipe
+
+    assert uses_recipe(["--config", "a.yaml"]) and uses_recipe(["--config=a.yaml"]) and uses_recipe(["-c", "a.yaml"])
+    assert uses_recipe(["--data.init_args.root=x"]) and uses_recipe(["--trainer.max_epochs", "1"])
+    assert uses_recipe(["--print_config"])
+    assert not uses_recipe(["data/flowers", "--json", "s.json", "--fail-on", "leakage", "--database"])

@@ -5,6 +5,11 @@ of Perceptual Image Hash Functions* (2010): shrink the grayscale image to 32x32,
 DCT, keep the 8x8 lowest frequencies and set one bit per coefficient above their median. Low
 frequencies survive re-encoding, resizing and mild colour changes, so copies land a few bits
 apart while unrelated images differ in about half of the 64 bits.
+
+The hash tells copies from look-alikes only where an image holds far more than its 64 bits:
+:func:`image_detail` measures what a 16 px version of the image loses, and the scan compares
+hashes only between images with enough of it (tiny and upsampled images fall below; see
+:mod:`stoker.quality.checks`). Finding the pairs is :mod:`stoker.quality.near_index`.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ import torch
 from PIL import Image
 
 HASH_BITS = 64
-_SIDE = 32
+HASH_SIDE = 32  # the grid every image is shrunk to before the DCT
 _KEEP = 8
+# image_detail: the side an image is shrunk to, and the largest side it is measured at.
+DETAIL_SIDE = 16
+_DETAIL_CAP = 128
 
 
 @lru_cache(maxsize=1)
-def _dct_matrix(n: int = _SIDE) -> np.ndarray:
+def _dct_matrix(n: int = HASH_SIDE) -> np.ndarray:
     # Orthonormal DCT-II as a matrix: the 2-D transform is then D @ X @ D.T, no SciPy needed.
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
@@ -32,21 +40,33 @@ def _dct_matrix(n: int = _SIDE) -> np.ndarray:
     return matrix
 
 
-def image_phash(image: torch.Tensor | np.ndarray) -> int:
-    """The 64-bit DCT hash of a ``uint8 [3, H, W]`` (or ``[H, W]``) image.
+def luma(image: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
+    """The grayscale (ITU-R 601 luma, PIL's "L" weights) of a ``uint8 [3, H, W]`` or ``[H, W]`` image.
 
     Raises:
         ValueError: When the array is not a 2-D or channels-first 3-D image.
     """
+    if isinstance(image, Image.Image):
+        return image.convert("L")
     array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.dtype == np.uint8:
+        # PIL's own conversion is a few times faster than a float dot product on large images.
+        return Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0))).convert("L")
     if array.ndim == 3:
-        # ITU-R 601 luma, the weights PIL uses for "L".
         weights = np.array([0.299, 0.587, 0.114], np.float32)[: array.shape[0]]
         array = np.tensordot(weights / weights.sum(), array.astype(np.float32), axes=1)
     elif array.ndim != 2:
         raise ValueError(f"expected an image [C, H, W] or [H, W], got shape {array.shape}")
-    gray = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
-    small = np.asarray(gray.resize((_SIDE, _SIDE), Image.Resampling.BOX), dtype=np.float64)
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def image_phash(image: torch.Tensor | np.ndarray | Image.Image) -> int:
+    """The 64-bit DCT hash of a ``uint8 [3, H, W]`` (or ``[H, W]``) image, or of a PIL image.
+
+    Raises:
+        ValueError: When the array is not a 2-D or channels-first 3-D image.
+    """
+    small = np.asarray(luma(image).resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), dtype=np.float64)
     dct = _dct_matrix() @ small @ _dct_matrix().T
     low = dct[:_KEEP, :_KEEP].ravel()
     # The DC term only measures brightness; leaving it out of the median keeps the bits balanced.
@@ -54,30 +74,40 @@ def image_phash(image: torch.Tensor | np.ndarray) -> int:
     return int(sum(1 << i for i, bit in enumerate(bits) if bit))
 
 
+def image_detail(image: torch.Tensor | np.ndarray | Image.Image) -> float:
+    """How much of an image a 16 px version of it loses: 0 (nothing) to about 1 (all its variation).
+
+    The image (at most 128 px on its short side) is shrunk to 16 px on its short side and enlarged
+    back; the result is the RMS difference over the image's standard deviation. Images smaller than
+    16 px, flat images and images upsampled from 16 px or less score near 0: for them the hash's
+    8x8 frequencies are most of what the image holds, so look-alikes collide as copies do.
+    """
+    gray = luma(image)
+    width, height = gray.size
+    short = min(width, height)
+    if short <= DETAIL_SIDE:
+        return 0.0
+    if short > _DETAIL_CAP:
+        # Finer detail than 128 px says nothing more about "more than 16 px", and costs time.
+        gray = gray.resize(_scaled(width, height, _DETAIL_CAP), Image.Resampling.BOX)
+    work = gray.convert("F")
+    pixels = np.asarray(work, np.float64)
+    spread = float(pixels.std())
+    if spread < 1.0:  # a flat image (within one gray level) holds no detail at all
+        return 0.0
+    small = work.resize(_scaled(*work.size, DETAIL_SIDE), Image.Resampling.LANCZOS)
+    back = np.asarray(small.resize(work.size, Image.Resampling.BICUBIC), np.float64)
+    return float(np.sqrt(np.mean((back - pixels) ** 2)) / spread)
+
+
+def _scaled(width: int, height: int, short_side: int) -> tuple[int, int]:
+    short = min(width, height)
+    return max(1, round(width * short_side / short)), max(1, round(height * short_side / short))
+
+
 def hamming(a: int, b: int) -> int:
     """Number of differing bits between two hashes."""
     return (a ^ b).bit_count()
-
-
-def near_pairs(hashes: list[int], max_distance: int, *, chunk: int = 2048) -> list[tuple[int, int]]:
-    """Index pairs ``(i, j)``, ``i < j``, whose hashes differ in at most ``max_distance`` bits.
-
-    Exhaustive, vectorised comparison in row chunks: exact (no missed pairs, unlike bucketing
-    schemes) and fast enough for ~100k images with NumPy's popcount.
-    """
-    if not 0 <= max_distance < HASH_BITS:
-        raise ValueError(f"max_distance must be in [0, {HASH_BITS}), got {max_distance}")
-    values = np.array(hashes, dtype=np.uint64)
-    pairs: list[tuple[int, int]] = []
-    for start in range(0, len(values), chunk):
-        block = values[start:start + chunk]
-        distances = np.bitwise_count(block[:, None] ^ values[None, :])
-        rows, cols = np.nonzero(distances <= max_distance)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            i = start + r
-            if i < c:
-                pairs.append((i, c))
-    return pairs
 
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stoker.data.manifest import read_manifest
-from stoker.data.splits import assign_split, validate_fractions
-from stoker.quality.checks import PROBLEMS, analyze
+from stoker.data.manifest import assign_splits, read_manifest
+from stoker.data.splits import validate_fractions
+from stoker.quality.checks import NEAR_MIN_DETAIL, NEAR_THRESHOLD, PROBLEMS, analyze
 from stoker.quality.sources import Progress, detect_kind, scan_audio_folder, scan_image_folder, scan_text
 
 KINDS: tuple[str, ...] = ("image", "audio", "text")
@@ -28,7 +28,8 @@ def scan_dataset(
     seed: int = 0,
     text_column: str = "text",
     label_column: str | None = "label",
-    near_threshold: int = 8,
+    near_threshold: int = NEAR_THRESHOLD,
+    near_min_detail: float = NEAR_MIN_DETAIL,
     num_workers: int = 4,
     progress: Progress | None = None,
     split_map: dict[str, str] | None = None,
@@ -36,9 +37,10 @@ def scan_dataset(
     """Scan an image folder, an audio folder or text tables; return the JSON-ready result.
 
     Splits come from the layout (``train``/``val``/``test`` folders, ``train.csv``...), from a
-    ``manifest``, or, for a dataset without splits, from ``val_fraction``/``test_fraction`` with the
-    same seeded hash the DataModules use, or from ``split_map`` (``{path: split}`` of a built DataModule,
+    ``manifest``, or, for a dataset without splits, from ``val_fraction``/``test_fraction`` split as the
+    DataModules split (exact per-class quotas), or from ``split_map`` (``{path: split}`` of a built DataModule,
     so leakage is checked on exactly the split training sees; unlisted files count as ``excluded``).
+    ``near_threshold`` and ``near_min_detail`` are those of :func:`stoker.quality.checks.analyze`.
 
     Raises:
         ValueError: An unknown ``kind`` or invalid fractions.
@@ -54,21 +56,21 @@ def scan_dataset(
     elif manifest is not None:
         assigned = read_manifest(manifest).split_of()
         split_of = lambda rel, name, split: assigned.get(rel, "unlisted")  # noqa: E731
-    elif val_fraction > 0 or test_fraction > 0:
-        def split_of(rel: str, name: str, split: str) -> str:
-            if split != "all":
-                return split
-            return assign_split(rel, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    carve = split_of is None and (val_fraction > 0 or test_fraction > 0)
     if kind == "image":
         records, notes = scan_image_folder(path, split_of=split_of, num_workers=num_workers, progress=progress)
     elif kind == "audio":
         records, notes = scan_audio_folder(path, split_of=split_of, num_workers=num_workers, progress=progress)
     else:
         records, notes = scan_text(path, text_column=text_column, label_column=label_column, split_of=split_of)
-    result = analyze(records, kind=kind, near_threshold=near_threshold, notes=notes)
+    if carve:  # the DataModules' own split: exact per-class quotas over the records of every class
+        assigned = assign_splits([(r.path, r.label or "", r.split) for r in records], val_fraction=val_fraction,
+                                 test_fraction=test_fraction, seed=seed)
+        for record in records:
+            record.split = assigned[record.path]
+    result = analyze(records, kind=kind, near_threshold=near_threshold, near_min_detail=near_min_detail, notes=notes)
     result["root"] = str(Path(path))
-    sources = [(split_map is not None, "DataModule"), (manifest is not None, "manifest"), (split_of is not None,
-                                                                                          "seeded hash")]
+    sources = [(split_map is not None, "DataModule"), (manifest is not None, "manifest"), (carve, "per-class quotas")]
     result["split_source"] = next((name for used, name in sources if used), "layout")
     return result
 
@@ -105,7 +107,11 @@ def scan_markdown(result: dict[str, Any]) -> str:
              f"{result['num_samples']} {result['kind']} samples; splits ({result.get('split_source', 'layout')}): "
              + ", ".join(f"{k} {v}" for k, v in result["splits"].items()), ""]
     problems = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["summary"].items())
-    lines += [f"**Problems:** {problems}", "", "## Class counts", ""]
+    lines += [f"**Problems:** {problems}", ""]
+    caveat = result.get("notes", {}).get("near_duplicates_caveat")
+    if caveat:
+        lines += [f"Near duplicates: {caveat}.", ""]
+    lines += ["## Class counts", ""]
     counts = result["class_counts"]
     splits = list(counts)
     lines += ["| class | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from stoker._imports import require
 from stoker.data.folder import SPLIT_DIRS, index_folder
 from stoker.data.hf import FILE_BUILDERS
 from stoker.data.media import AUDIO, IMAGE, Media, is_skipped_file
 from stoker.io.audio import AudioDecodeError, audio_problem, read_audio
 from stoker.io.image import ImageDecodeError, decode_image_bytes
-from stoker.quality.phash import image_phash, normalize_text
+from stoker.quality.phash import image_detail, image_phash, luma, normalize_text
 
 # Tables with a label column: what the text DataModule reads, but plain .txt (no columns).
 TEXT_EXTENSIONS: frozenset[str] = frozenset(FILE_BUILDERS) - {".txt"}
@@ -42,7 +43,8 @@ class Record:
         near: Near-duplicate key: a 64-bit perceptual hash (images) or normalised text.
         error: Why the sample cannot be used (corrupt, unreadable).
         missing: Fields that are missing or empty (``"text"``, ``"label"``, ``"audio"``).
-        props: Outlier inputs: width/height/mode, duration/sample_rate/channels, or length.
+        props: Outlier inputs: width/height/mode, duration/sample_rate/channels, or length; for images
+            also ``detail`` (:func:`stoker.quality.phash.image_detail`, whether the hash can resolve it).
         pixel_sums: Per-channel sum and sum of squares of pixel values in ``[0, 1]``, and the pixel count.
     """
 
@@ -105,8 +107,10 @@ def image_record(root: Path, relative: str, split: str, label: str | None) -> Re
     except ImageDecodeError as err:
         record.error = err.reason
         return record
-    record.props = {"width": int(image.shape[2]), "height": int(image.shape[1]), "mode": _pil_mode(data)}
-    record.near = image_phash(image)
+    gray = luma(image)
+    record.near = image_phash(gray)
+    record.props = {"width": int(image.shape[2]), "height": int(image.shape[1]), "mode": _pil_mode(data),
+                    "detail": round(image_detail(gray), 4)}
     pixels = image.reshape(3, -1).double() / 255.0
     record.pixel_sums = (pixels.sum(1).numpy(), (pixels * pixels).sum(1).numpy(), int(pixels.shape[1]))
     return record
@@ -164,6 +168,7 @@ def audio_record(root: Path, relative: str, split: str, label: str | None) -> Re
         record.error = f"unreadable file ({err.strerror or err})"
         return record
     record.sha = hashlib.sha256(data).hexdigest()
+    require("audio", "stoker scan of an audio folder")
     try:
         # Reading every frame is what finds a file truncated after a valid header.
         waveform, rate = read_audio(path)
@@ -194,6 +199,7 @@ def read_table(path: str | os.PathLike[str]) -> Any:
     Raises:
         ValueError: For another extension.
     """
+    require("text", "stoker scan of a table")
     import pandas as pd
 
     suffix = Path(path).suffix.lower()
