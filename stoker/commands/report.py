@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         class_path, data_args = stated_data(args)
         report = build_report(datamodule, callbacks=list(getattr(cli.trainer, "callbacks", [])), recipe=recipe,
                               data_args=data_args, class_path=class_path, batches=args.batches, model=cli.model)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"stoker report: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)

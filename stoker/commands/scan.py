@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
         result = scan_dataset(**target, near_threshold=args.near_threshold, near_min_detail=args.near_min_detail,
                               num_workers=args.workers, progress=update)
         bar.close()
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"stoker scan: error: {err}", file=sys.stderr)
         return 2
     return _write_and_judge(result, args, include, fail_on)

@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
         samples, hashes = _samples(args, kind)
         manifest = build_manifest(samples, hashes, val_fraction=args.val, test_fraction=args.test, seed=args.seed,
                                   meta={"kind": kind, "root": str(Path(args.path))}, method=args.method)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"stoker split: error: {err}", file=sys.stderr)
         return 2
     write_manifest(manifest, args.out)

@@ -212,3 +212,16 @@ def test_bad_arguments_name_the_fix(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert scan_main(["--no-progress"]) == 2
     assert "give a dataset PATH or --config RECIPE" in capsys.readouterr().err
 
+
+
+def test_a_core_install_names_the_extra_a_table_or_audio_scan_needs(tmp_path, monkeypatch, capsys) -> None:
+    from lightning_utilities.core.imports import RequirementCache
+
+    import stoker._imports as imports
+    from stoker.commands.scan import main as scan_main
+
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\nhello,a\n")
+    monkeypatch.setitem(imports._EXTRAS, "text", (RequirementCache("stoker-test-absent-pandas"),))
+    assert scan_main([str(table)]) == 2
+    assert "pip install 'stoker[text]'" in capsys.readouterr().err
