@@ -67,7 +67,7 @@ def train(root: Path, workers: int, args: argparse.Namespace, device: str) -> tu
     dm = ImageFolderDataModule(str(root), batch_size=args.batch_size, num_workers=workers, image_size=args.size,
                                val_fraction=0.05)
     model = ImageClassifier(args.model, num_classes=2, channels_last=device == "cuda")
-    starvation = StarvationMonitor(print_summary=False)
+    starvation = StarvationMonitor(print_summary=False, summary_file=None)
     throughput = DataThroughputMonitor(window_size=5, print_summary=False)
     trainer = L.Trainer(accelerator=device, devices=1, max_epochs=args.epochs, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -40,7 +40,7 @@ def main() -> None:
     print(f"{'delay ms':>9} {'step ms':>8} {'true %':>7} {'reported %':>11} {'error pts':>10}")
     worst = 0.0
     for delay_s, step_s in SETTINGS:
-        monitor = StarvationMonitor(print_summary=False)
+        monitor = StarvationMonitor(print_summary=False, summary_file=None)
         run_paced(delay_s, step_s, num_batches=args.batches, callbacks=[monitor])
         assert monitor.final is not None
         truth = 100 * true_starvation(delay_s, step_s)

@@ -16,14 +16,16 @@ from stoker.datamodules import (
     ClassFolderDataModule,
     DALIImageNetDataModule,
     DigitsDataModule,
+    HFLanguageModelingDataModule,
+    HFLanguageModelingStreamDataModule,
     HFTextDataModule,
     HFTextStreamDataModule,
     ImageFolderDataModule,
     ImbalancedDataModule,
     StokerDataModule,
 )
-from stoker.models import AudioClassifier, ImageClassifier, StokerClassifier, TextClassifier
-from stoker.samplers import DistributedWeightedSampler, LengthGroupedBatchSampler
+from stoker.models import AudioClassifier, ImageClassifier, LanguageModel, StokerClassifier, TextClassifier
+from stoker.samplers import DistributedWeightedSampler, LengthGroupedBatchSampler, TokenBudgetBatchSampler
 
 __version__ = "0.1.0"
 
@@ -35,11 +37,14 @@ __all__ = [
     "DataThroughputMonitor",
     "DigitsDataModule",
     "DistributedWeightedSampler",
+    "HFLanguageModelingDataModule",
+    "HFLanguageModelingStreamDataModule",
     "HFTextDataModule",
     "HFTextStreamDataModule",
     "ImageClassifier",
     "ImageFolderDataModule",
     "ImbalancedDataModule",
+    "LanguageModel",
     "LengthGroupedBatchSampler",
     "MixUpCutMix",
     "PredictionWriter",
@@ -48,5 +53,6 @@ __all__ = [
     "StokerClassifier",
     "StokerDataModule",
     "TextClassifier",
+    "TokenBudgetBatchSampler",
     "__version__",
 ]

@@ -1,8 +1,8 @@
 """The ``stoker`` command.
 
 ``stoker fit|validate|test|predict --config recipes/<name>.yaml`` runs a LightningCLI recipe;
-data subcommands (``stoker scan``, ``stoker split``, ``stoker report``) are registered in
-:data:`DATA_COMMANDS` and dispatched before LightningCLI sees the arguments. A data command that
+data subcommands (``stoker scan``, ``split``, ``report``, ``profile``, ``compare``, ``pack``) are
+registered in :data:`DATA_COMMANDS` and dispatched before LightningCLI sees the arguments. A data command that
 reads a recipe builds it with :func:`recipe_cli`: the parser of ``stoker fit`` (repeated
 ``--config``, dotted overrides, ``--print_config``) plus the command's own options, never run.
 """
@@ -22,6 +22,8 @@ DATA_COMMANDS: dict[str, str] = {
     "scan": "stoker.commands.scan:main",
     "split": "stoker.commands.split:main",
     "report": "stoker.commands.report:main",
+    "profile": "stoker.commands.profile:main",
+    "compare": "stoker.commands.compare:main",
 }
 
 # Options that only the recipe parser knows: a data command given any of them reads a recipe.

@@ -47,7 +47,8 @@ def test_every_recipe_parses_through_the_cli(recipe: Path) -> None:
 def test_quickstart_runs_one_batch(tmp_path: Path) -> None:
     cli = run_cli(
         ["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"), "--trainer.fast_dev_run=true",
-         f"--data.init_args.root={tmp_path / 'digits'}", "--data.init_args.num_workers=0"]
+         f"--data.init_args.root={tmp_path / 'digits'}", "--data.init_args.num_workers=0",
+         f"--trainer.default_root_dir={tmp_path}"]
     )
     assert cli.model.hparams.num_classes == 10, "num_classes is linked from the DataModule"
     assert cli.trainer.state.finished
@@ -56,7 +57,7 @@ def test_quickstart_runs_one_batch(tmp_path: Path) -> None:
 def test_help_lists_the_data_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "data subcommands: report, scan, split" in capsys.readouterr().out
+    assert "data subcommands: compare, profile, report, scan, split" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

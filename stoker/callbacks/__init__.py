@@ -1,4 +1,4 @@
-"""stoker Callbacks: one per file."""
+"""stoker Callbacks: one per file (``speed_of_light`` holds the replay the starvation monitor runs)."""
 
 from stoker.callbacks.mixup import MixUpCutMix
 from stoker.callbacks.prediction_writer import PredictionWriter

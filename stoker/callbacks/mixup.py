@@ -70,6 +70,9 @@ class MixUpCutMix(Callback):
         trainer = L.Trainer(callbacks=[MixUpCutMix(mixup_alpha=0.8, cutmix_alpha=1.0, stop_epoch=90)])
     """
 
+    # Part of the training step's device work: the speed-of-light replay runs it on kept batches.
+    stoker_device_work = True
+
     def __init__(
         self,
         *,

@@ -112,7 +112,8 @@ def main(argv: list[str]) -> int:
         print(f"stoker report: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    write_plots(report, datamodule, out)
+    plots = write_plots(report, datamodule, out)
+    report["files"]["created"] += [str(out / "data_pipeline.md"), str(out / "data_pipeline.json"), *plots.values()]
     (out / "data_pipeline.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "data_pipeline.md").write_text(report_markdown(report, plot_dir=out))
     print(f"wrote {out / 'data_pipeline.md'}, {out / 'data_pipeline.json'} and {len(report['plots'])} plot(s)")

@@ -10,6 +10,7 @@ DataModule counts and reports them at the end of the epoch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from torch.utils.data import Dataset, default_collate
 from stoker.data.seeds import reseed_worker
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip
 from stoker.io.image import ImageDecodeError, read_image
+from stoker.profiling.attribution import PROFILE_KEY, batch_profile
 
 BadSamplePolicy = Literal["raise", "skip"]
 BAD_SAMPLE_POLICIES: tuple[str, ...] = ("raise", "skip")
 SKIPPED_KEY = "skipped"
+_TIMING = "_timing"
 
 
 class SampleReadError(RuntimeError):
@@ -60,9 +63,17 @@ class FileDataset(Dataset):
         self.samples = samples
         self.on_bad_sample = on_bad_sample
 
-    def load(self, path: Path) -> torch.Tensor:
-        """Read and transform one file (raises ``ImageDecodeError``/``AudioDecodeError`` when it cannot)."""
+    def read(self, path: Path) -> torch.Tensor:
+        """Read and decode one file (raises ``ImageDecodeError``/``AudioDecodeError`` when it cannot)."""
         raise NotImplementedError
+
+    def augment(self, value: torch.Tensor) -> torch.Tensor:
+        """The CPU transform of a decoded sample (none by default)."""
+        return value
+
+    def load(self, path: Path) -> torch.Tensor:
+        """Read, decode and transform one file."""
+        return self.augment(self.read(path))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,8 +81,9 @@ class FileDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | BadSample:
         reseed_worker()  # a persistent worker starts its next epoch's stream here
         relative, label = self.samples[index]
+        start = time.perf_counter()
         try:
-            value = self.load(self.root / relative)
+            decoded = self.read(self.root / relative)
         except (ImageDecodeError, AudioDecodeError) as err:
             if self.on_bad_sample == "skip":
                 return BadSample(relative, err.reason)
@@ -80,7 +92,10 @@ class FileDataset(Dataset):
                 "or disappeared since; restore it, or set on_bad_sample='skip' to leave such files out (they are "
                 "counted and reported at the end of each epoch)"
             ) from err
-        return {self.key: value, "label": label, "index": index}
+        read = time.perf_counter()
+        value = self.augment(decoded)
+        # Stage times travel with the sample; SkippingCollate moves them into the batch's load profile.
+        return {self.key: value, "label": label, "index": index, _TIMING: (read - start, time.perf_counter() - read)}
 
     @property
     def labels(self) -> list[int]:
@@ -98,9 +113,11 @@ class ImageFileDataset(FileDataset):
         super().__init__(root, samples, on_bad_sample=on_bad_sample)
         self.transform = transform
 
-    def load(self, path: Path) -> torch.Tensor:
-        image = read_image(path)
-        return self.transform(image) if self.transform is not None else image
+    def read(self, path: Path) -> torch.Tensor:
+        return read_image(path)
+
+    def augment(self, value: torch.Tensor) -> torch.Tensor:
+        return self.transform(value) if self.transform is not None else value
 
 
 class AudioFileDataset(FileDataset):
@@ -119,26 +136,38 @@ class AudioFileDataset(FileDataset):
         self.num_samples = num_samples
         self.mode = mode
 
-    def load(self, path: Path) -> torch.Tensor:
+    def read(self, path: Path) -> torch.Tensor:
         return load_clip(path, sample_rate=self.sample_rate, num_samples=self.num_samples, mode=self.mode)
 
 
 class SkippingCollate:
     """Collate the good items of a batch; list the skipped ones under ``batch["skipped"]`` as ``[path, reason]``.
 
+    With ``profile=True`` (the training loader a Trainer asks for) the items' stage times and the
+    collate's own go under ``batch["_load_profile"]`` (:mod:`stoker.profiling.attribution`), which the
+    DataModule takes out before the batch moves on.
+
     Raises:
         SampleReadError: Every item of the batch was unreadable.
     """
 
+    def __init__(self, *, profile: bool = False) -> None:
+        self.profile = profile
+
     def __call__(self, items: list[Any]) -> Any:
-        bad = [item for item in items if isinstance(item, BadSample)]
-        if not bad:
-            return default_collate(items)
+        start = time.perf_counter()
         good = [item for item in items if not isinstance(item, BadSample)]
+        bad = [item for item in items if isinstance(item, BadSample)]
         if not good:
             listed = "; ".join(f"{b.path}: {b.reason}" for b in bad)
             raise SampleReadError(f"every sample of a batch was unreadable ({listed}); the data changed since the "
                                   "check before training: restore the files or re-run with verify='decode'")
+        timings = [item.pop(_TIMING, (0.0, 0.0)) for item in good]
         batch = default_collate(good)
-        batch[SKIPPED_KEY] = [[b.path, b.reason] for b in bad]
+        if bad:
+            batch[SKIPPED_KEY] = [[b.path, b.reason] for b in bad]
+        if self.profile:
+            batch[PROFILE_KEY] = batch_profile(collate_s=time.perf_counter() - start, read_s=[r for r, _ in timings],
+                                               transform_s=[t for _, t in timings],
+                                               index=[item.get("index", -1) for item in good])
         return batch

@@ -34,7 +34,7 @@ from stoker.data.text_files import (
 # Why a row is kept out of training ("" when it is usable): Tokenize's ``problem`` column.
 PROBLEMS: tuple[str, ...] = ("missing text", "empty text", "missing label", "unknown label")
 PACKAGE_PREFIX = "pkg:"
-_LONG_WARNING = "sequence-length-is-longer-than-the-specified-maximum"
+LONG_SEQUENCE_WARNING = "sequence-length-is-longer-than-the-specified-maximum"
 TOKENIZE_CALLS = [0]  # batches tokenized in this process; lets tests see a cache hit (no new calls)
 __all__ = ["FILE_BUILDERS", "PROBLEMS", "SPLIT_ALIASES", "check_columns", "local_data_files"]
 
@@ -60,8 +60,8 @@ def resolve_pretrained(name: str) -> str:
     return str(folder)
 
 
-def load_tokenizer(name: str) -> Any:
-    """A fast (Rust) tokenizer from a hub name, a local folder or ``pkg:<module>``.
+def load_tokenizer(name: str, revision: str | None = None) -> Any:
+    """A fast (Rust) tokenizer from a hub name, a local folder or ``pkg:<module>``, at hub ``revision`` if given.
 
     Raises:
         TypeError: The tokenizer is a slow (Python) one; slow tokenizers are 10-100x slower and cannot batch in Rust.
@@ -69,7 +69,8 @@ def load_tokenizer(name: str) -> Any:
     require("text", "HFTextDataModule")
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name))
+    options = {} if revision is None else {"revision": revision}
+    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), **options)
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError(
             f"tokenizer {name!r} loaded as the slow Python {type(tokenizer).__name__}: it tokenizes one text at a "
@@ -231,7 +232,7 @@ class Tokenize:
         if at_cap:
             # Counting only: these ids never reach the model, so transformers' "longer than the maximum
             # sequence length ... indexing errors" warning would mislead; mark it as already shown.
-            getattr(self.tokenizer, "deprecation_warnings", {})[_LONG_WARNING] = True
+            getattr(self.tokenizer, "deprecation_warnings", {})[LONG_SEQUENCE_WARNING] = True
             long = self.tokenizer(*[[col[i] for i in at_cap] for col in columns], truncation=False)
             for i, ids in zip(at_cap, long["input_ids"]):
                 full[i] = len(ids)
@@ -278,14 +279,16 @@ class Tokenize:
 class PadCollate:
     """Pads a list of rows (or one row-batch dict from the batch sampler) with DataCollatorWithPadding."""
 
-    def __init__(self, tokenizer: Any, padding: str, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, padding: str, max_length: int, pad_multiple: int = 8) -> None:
         require("text", "PadCollate")
         from transformers import DataCollatorWithPadding
 
-        # Multiples of 8 keep tensor-core shapes on GPUs; the cost is at most 7 pad tokens per row.
+        # Multiples of 8 keep tensor-core shapes on GPUs; the cost is up to 7 pad tokens per row, which a CPU
+        # gains nothing from (pad_multiple=1 there).
         self.collator = DataCollatorWithPadding(
             tokenizer, padding="max_length" if padding == "max_length" else "longest",
-            max_length=max_length if padding == "max_length" else None, pad_to_multiple_of=8,
+            max_length=max_length if padding == "max_length" else None,
+            pad_to_multiple_of=pad_multiple if pad_multiple > 1 else None,
         )
 
     def __call__(self, features: Any) -> dict[str, Any]:
@@ -293,6 +296,39 @@ class PadCollate:
             keys = list(features)
             features = [dict(zip(keys, values)) for values in zip(*features.values())]
         return dict(self.collator(features))
+
+
+def check_bad_rows(bad: int, total: int, first: Sequence[str], *, split: str, dataset: str, policy: str,
+                   max_bad_fraction: float, reason: str, estimate: bool = False) -> None:
+    """Warn about a split's unusable rows, or raise when they are more than tolerated (the one bad-row policy).
+
+    Args:
+        bad: Unusable rows found.
+        total: Rows looked at.
+        first: Where the first ones are (``"row 3 (empty text)"``), listed in the message.
+        split: The split's name.
+        dataset: The dataset's name.
+        policy: ``"drop"`` (tolerate up to ``max_bad_fraction``) or ``"error"`` (tolerate none).
+        max_bad_fraction: The tolerated fraction under ``"drop"``.
+        reason: What makes a row unusable, for the message.
+        estimate: The rows are the first ones of a stream, standing in for the split.
+
+    Raises:
+        ValueError: More unusable rows than tolerated.
+    """
+    if not bad:
+        return
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    limit = 0.0 if policy == "error" else max_bad_fraction
+    what = f"{bad} of {total} rows{' read ahead' if estimate else ''} of the {split} split of {dataset!r}"
+    listed = ", ".join(first[:10])
+    if bad / max(1, total) > limit:
+        fix = ("set empty_text='drop' to train without them" if policy == "error" else
+               f"raise max_bad_fraction (now {max_bad_fraction:.1%}) to train without them")
+        raise ValueError(f"{what} ({bad / max(1, total):.1%}) have {reason}, more than allowed. First ones: {listed}. "
+                         f"Clean or remove them, or {fix}")
+    rank_zero_warn(f"dropped {what}: {reason} (first ones: {listed})")
 
 
 def settings_fingerprint(parent: str, *parts: object) -> str:
@@ -314,13 +350,16 @@ def padded_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]], *, m
 
 
 def length_report(lengths: Sequence[int], full_lengths: Sequence[int], *, max_length: int, batch_size: int,
-                  seed: int = 0, mega_batch_factor: int = 50) -> dict[str, float]:
+                  seed: int = 0, mega_batch_factor: int = 50, pad_multiple: int = 8,
+                  max_tokens: int | None = None) -> dict[str, float]:
     """Token-length percentiles, truncation rate, and the real-token fraction of each padding strategy.
 
     ``real_fraction_*`` is real tokens over tokens fed to the model: padding everything to
-    ``max_length``, dynamic padding of random batches, and dynamic padding of length-grouped batches.
+    ``max_length``, dynamic padding of random batches, dynamic padding of length-grouped batches and,
+    given ``max_tokens``, of token-budget batches (``real_fraction_token_budget``).
     """
     from stoker.samplers.length_grouped import length_grouped_batches
+    from stoker.samplers.token_budget import token_budget_batches
 
     n = len(lengths)
     if n == 0:
@@ -331,7 +370,7 @@ def length_report(lengths: Sequence[int], full_lengths: Sequence[int], *, max_le
     order = torch.randperm(n, generator=generator).tolist()
     random_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     grouped = length_grouped_batches(lengths, batch_size, generator=generator, mega_batch_factor=mega_batch_factor)
-    return {
+    report = {
         "samples": n,
         "p50": float(np.percentile(arr, 50)),
         "p90": float(np.percentile(arr, 90)),
@@ -339,6 +378,11 @@ def length_report(lengths: Sequence[int], full_lengths: Sequence[int], *, max_le
         "max": int(arr.max()),
         "truncation_rate": float(np.mean(np.asarray(full_lengths) > max_length)),
         "real_fraction_max_length": real / (n * max_length),
-        "real_fraction_dynamic": real / padded_tokens(lengths, random_batches),
-        "real_fraction_bucketed": real / padded_tokens(lengths, grouped),
+        "real_fraction_dynamic": real / padded_tokens(lengths, random_batches, multiple=pad_multiple),
+        "real_fraction_bucketed": real / padded_tokens(lengths, grouped, multiple=pad_multiple),
     }
+    if max_tokens is not None:
+        budget = token_budget_batches(lengths, max_tokens, generator=generator, pad_multiple=pad_multiple,
+                                      window=mega_batch_factor * batch_size)
+        report["real_fraction_token_budget"] = real / padded_tokens(lengths, budget, multiple=pad_multiple)
+    return report

@@ -57,17 +57,19 @@ def _worker() -> tuple[int, int]:
 class _CountingStream(IterableDataset):
     """Counters shared by the loader's workers and the main process (torch shared memory survives fork and spawn)."""
 
+    problems: tuple[str, ...] = PROBLEMS  # the values of the rows' ``problem`` column, counted when skipped
+
     def __init__(self, dataset: Any, columns: list[str]) -> None:
         super().__init__()
         self.dataset = dataset
         self.columns = columns
-        self._counts = torch.zeros(MAX_WORKERS, 2 + len(PROBLEMS), dtype=torch.int64).share_memory_()
+        self._counts = torch.zeros(MAX_WORKERS, 2 + len(self.problems), dtype=torch.int64).share_memory_()
 
     @property
     def skipped(self) -> dict[str, int]:
         """Rows left out in the current (or last) epoch, summed over workers, by problem (empty text, bad label...)."""
         totals = self._counts[:, 2:].sum(dim=0).tolist()
-        return {problem: int(n) for problem, n in zip(PROBLEMS, totals) if n}
+        return {problem: int(n) for problem, n in zip(self.problems, totals) if n}
 
     @property
     def repeated(self) -> int:
@@ -77,7 +79,7 @@ class _CountingStream(IterableDataset):
     def _usable(self, row: dict[str, Any], worker: int) -> bool:
         problem = row.get("problem") or ""
         if problem:
-            self._counts[worker, 2 + PROBLEMS.index(problem)] += 1
+            self._counts[worker, 2 + self.problems.index(problem)] += 1
         return not problem
 
 
@@ -91,6 +93,7 @@ class _Cursor:
     block_state: dict[str, Any] | None = None  # the underlying stream's state at the block's start (None: pass start)
     offset: int = 0
     yielded: int = 0
+    extra: dict[str, Any] | None = None  # what a subclass keeps between rows (a packer's open rows)
 
 
 class FixedLengthStream(_CountingStream):
@@ -112,7 +115,7 @@ class FixedLengthStream(_CountingStream):
             from a run with other settings.
     """
 
-    order_keys = ("seed", "rank", "num_batches", "batch_size", "block_size", "shuffle")
+    order_keys: tuple[str, ...] = ("seed", "rank", "num_batches", "batch_size", "block_size", "shuffle")
 
     def __init__(self, dataset: Any, *, num_batches: int, batch_size: int, columns: list[str], seed: int = 0,
                  rank: int = 0, block_size: int = 10_000, shuffle: bool = True) -> None:
@@ -138,7 +141,7 @@ class FixedLengthStream(_CountingStream):
         quota, resume, self._resume = self.quota(worker, workers), self._resume, None
         counts = self._counts[worker]
         if resume is not None and 0 < int(resume["yielded"]) < quota:
-            cursor = _Cursor(**{k: resume[k] for k in _Cursor.__dataclass_fields__})
+            cursor = _Cursor(**{k: resume[k] for k in _Cursor.__dataclass_fields__ if k in resume})
             counts[1:] = torch.tensor(resume["counts"])
         else:  # fresh, or the saved epoch was complete (or not started)
             done = resume is not None and int(resume["yielded"]) >= quota
@@ -156,8 +159,22 @@ class FixedLengthStream(_CountingStream):
         return self._own[1]
 
     def _rows(self, c: _Cursor, quota: int, worker: int) -> Iterator[dict[str, Any]]:
+        if c.yielded >= quota:
+            return
+        for row in self._examples(c, worker):
+            c.yielded += 1
+            yield {key: row[key] for key in self.columns}
+            if c.yielded >= quota:
+                return
+
+    def _examples(self, c: _Cursor, worker: int) -> Iterator[dict[str, Any]]:
+        """Usable rows of the worker's stream from the cursor on, pass after pass (block-shuffled), without end.
+
+        The cursor is advanced before each row is handed out, so a state taken while the consumer holds
+        it counts that row as consumed.
+        """
         source = self._source()
-        while c.yielded < quota:
+        while True:
             whole_pass, produced = c.block_state is None and c.offset == 0, 0
             source.set_epoch(derive_seed(self.seed, "shards", c.epoch) if self.shuffle else 0)
             source.load_state_dict(c.block_state)  # None: from the start of the pass
@@ -170,17 +187,14 @@ class FixedLengthStream(_CountingStream):
                     if not self._usable(row, worker):
                         continue
                     produced += 1
-                    c.yielded += 1
                     self._counts[worker, _REPEATED] += c.pass_ > 0
-                    yield {key: row[key] for key in self.columns}
-                    if c.yielded >= quota:
-                        return
+                    yield row
                 c.block, c.offset, c.block_state = c.block + 1, 0, source.state_dict()
             if whole_pass and produced == 0:
                 raise ValueError(
                     f"rank {self.rank} worker {worker}: a whole pass over its stream gave no usable row "
-                    f"({self.skipped} skipped), so it cannot fill {quota} samples. Check the data files and the text "
-                    "field, or use fewer ranks/workers (each worker reads whole shards)"
+                    f"({self.skipped} skipped), so it cannot fill its share of the epoch. Check the data files and "
+                    "the text field, or use fewer ranks/workers (each worker reads whole shards)"
                 )
             c.pass_, c.block, c.offset, c.block_state = c.pass_ + 1, 0, 0, None
 

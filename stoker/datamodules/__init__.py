@@ -7,6 +7,9 @@ from stoker.datamodules.dali import DALIImageNetDataModule
 from stoker.datamodules.folder import ClassFolderDataModule
 from stoker.datamodules.image import ImageFolderDataModule
 from stoker.datamodules.imbalanced import ImbalancedDataModule
+from stoker.datamodules.language_model import HFLanguageModelingDataModule
+from stoker.datamodules.language_model_stream import HFLanguageModelingStreamDataModule
+from stoker.datamodules.lm_base import HFLanguageModelingBase
 from stoker.datamodules.text import HFTextBase, HFTextDataModule
 from stoker.datamodules.text_stream import HFTextStreamDataModule
 
@@ -20,6 +23,9 @@ __all__ = [
     "ClassFolderDataModule",
     "DALIImageNetDataModule",
     "DigitsDataModule",
+    "HFLanguageModelingBase",
+    "HFLanguageModelingDataModule",
+    "HFLanguageModelingStreamDataModule",
     "HFTextBase",
     "HFTextDataModule",
     "HFTextStreamDataModule",

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, IterableDataset, Sampler
 from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
 from stoker.data.loader import build_loader, default_num_workers, own_state, per_rank_state
+from stoker.profiling.attribution import PROFILE_KEY, LoadProfile, ProfiledCollate
 from stoker.samplers.base import ResumableSampler
 from stoker.transforms.image import normalize_uint8
 
@@ -79,6 +80,7 @@ class StokerDataModule(L.LightningDataModule):
         self.fingerprint: str | None = None
         self.strict_fingerprint = False
         self._checkpoint_fingerprint: str | None = None
+        self.load_profile = LoadProfile()  # per-worker stage times of the training batches (attribution)
         # The training loader's sampler, and a sampler state from a checkpoint to start the next one at.
         self.active_train_sampler: Stateful | None = None
         self._saved_train_sampler: dict[str, Any] | None = None
@@ -206,6 +208,26 @@ class StokerDataModule(L.LightningDataModule):
         if device is not None:
             batch = move_data_to_device(batch, torch.device(device))
         return self.device_transform(batch, training=training)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Take the load profile (stage times from the workers) out of a batch and account it."""
+        if isinstance(batch, dict) and PROFILE_KEY in batch:
+            profile = batch.pop(PROFILE_KEY)
+            trainer = self.trainer
+            if trainer is not None and trainer.training:
+                self.load_profile.add(profile, self.sample_name)
+        return batch
+
+    def profiled(self, collate: Any) -> Any:
+        """``collate`` wrapped to ship its time (and streamed tokenization's) with each batch, for the load profile.
+
+        Only while a Trainer runs this DataModule: a loader used on its own yields the data keys alone.
+        """
+        return ProfiledCollate(collate) if self.trainer is not None else collate
+
+    def sample_name(self, index: int) -> str:
+        """How the load profile names a training sample (a file path in folder DataModules)."""
+        return f"index {index}"
 
     def on_exception(self, exception: BaseException) -> None:
         """Explain the dict batches when a model unpacks a batch as a tuple (``x, y = batch``)."""

@@ -171,7 +171,9 @@ class ClassFolderDataModule(StokerDataModule):
         self._report()
 
     def train_dataloader(self) -> Any:
-        return self.make_loader(self.datasets["train"], train=True, collate_fn=SkippingCollate())
+        # Stage times ride with the batches of a Trainer's loader only (the load profile).
+        return self.make_loader(self.datasets["train"], train=True,
+                                collate_fn=SkippingCollate(profile=self.trainer is not None))
 
     def val_dataloader(self) -> Any:
         return self.make_loader(self.datasets["val"], train=False, collate_fn=SkippingCollate())
@@ -188,7 +190,8 @@ class ClassFolderDataModule(StokerDataModule):
         return self.make_loader(self.datasets[self.predict_split], train=False, collate_fn=SkippingCollate())
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Take the files skipped under ``on_bad_sample="skip"`` out of the batch and count them."""
+        """Take the load profile and the files skipped under ``on_bad_sample="skip"`` out of the batch; count them."""
+        batch = super().on_before_batch_transfer(batch, dataloader_idx)
         trainer = self.trainer
         epoch = trainer.current_epoch if trainer is not None else 0
         if isinstance(batch, dict) and SKIPPED_KEY in batch:
@@ -201,6 +204,10 @@ class ClassFolderDataModule(StokerDataModule):
 
     def teardown(self, stage: str | None = None) -> None:
         self._report_skips(before=None)
+
+    def sample_name(self, index: int) -> str:
+        pairs = self.splits.get("train", [])
+        return printable(pairs[index][0]) if 0 <= index < len(pairs) else f"index {index}"
 
     # ----------------------------------------------------------------- internals
     def _index(self) -> FolderIndex:

@@ -12,21 +12,23 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data import hf as td
 from stoker.data.loader import available_cores
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.datamodules.base import StokerDataModule, as_sequence
+from stoker.datamodules.lm_base import StreamingSwitch, TokenizerMixin
 from stoker.samplers.length_grouped import LengthGroupedBatchSampler
+from stoker.samplers.token_budget import TokenBudgetBatchSampler
 
 Padding = Literal["dynamic", "max_length"]
 EmptyTextPolicy = Literal["drop", "error"]
 _FORMAT_VERSION = 2  # bump when Tokenize's output changes, so old caches are not reused
 
 
-class HFTextBase(StokerDataModule):
+class HFTextBase(TokenizerMixin, StokerDataModule):
     """What every Hugging Face text DataModule shares; subclasses say how splits are read and loaded.
 
     Batches are ``{"input_ids", "attention_mask"[, "token_type_ids"], "labels"}`` (int64), so
@@ -40,8 +42,9 @@ class HFTextBase(StokerDataModule):
     mega_batch_factor = 50  # for the bucketing estimate in the length report; map-style makes it an argument
 
     def __init__(self, dataset: str, tokenizer: str, *, subset: str | None, revision: str | None,
-                 text_field: str | list[str], label_field: str, class_names: list[str] | None, max_length: int,
-                 padding: Padding, empty_text: EmptyTextPolicy, max_bad_fraction: float, cache_dir: str | None,
+                 tokenizer_revision: str | None, text_field: str | list[str], label_field: str,
+                 class_names: list[str] | None, max_length: int, padding: Padding, pad_multiple: int,
+                 empty_text: EmptyTextPolicy, max_bad_fraction: float, cache_dir: str | None,
                  batch_size: int, num_workers: int | None, pin_memory: bool | None, persistent_workers: bool,
                  prefetch_factor: int, seed: int) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
@@ -55,10 +58,15 @@ class HFTextBase(StokerDataModule):
             raise ValueError(f"empty_text must be 'drop' or 'error', got {empty_text!r}")
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        if pad_multiple < 1:
+            raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
         if max_length < 8:
             raise ValueError(f"max_length must be >= 8 tokens, got {max_length}")
         self.dataset, self.tokenizer_name, self.subset, self.revision = dataset, tokenizer, subset, revision
+        self.tokenizer_revision = tokenizer_revision
         self.label_field, self.max_length, self.padding = label_field, max_length, padding
+        self.pad_multiple = pad_multiple
+        self.max_tokens_per_batch: int | None = None  # map-style makes it an argument
         self.empty_text, self.max_bad_fraction, self.cache_dir = empty_text, max_bad_fraction, cache_dir
         self._explicit_classes = list(class_names) if class_names is not None else None
         self._labels: tuple[list[str], dict[str, int] | None] | None = None
@@ -85,13 +93,6 @@ class HFTextBase(StokerDataModule):
         return self._labels[1]
 
     @property
-    def tokenizer(self) -> Any:
-        """The fast tokenizer (loaded on first use, never in ``__init__``)."""
-        if self._tokenizer is None:
-            self._tokenizer = td.load_tokenizer(self.tokenizer_name)
-        return self._tokenizer
-
-    @property
     def fields(self) -> list[str]:
         """The columns read from the data: the text column(s), then the label column."""
         return [*self.text_fields, self.label_field]
@@ -112,8 +113,8 @@ class HFTextBase(StokerDataModule):
                            split, source=self.dataset, files=files)
 
     def _settings_fingerprint(self, parent: str) -> str:
-        return td.settings_fingerprint(parent, _FORMAT_VERSION, self.tokenizer.name_or_path, self.tokenizer.vocab_size,
-                                       self.fields, self.label_to_id, self.max_length)
+        return td.settings_fingerprint(parent, _FORMAT_VERSION, self.tokenizer.name_or_path, self.tokenizer_revision,
+                                       self.tokenizer.vocab_size, self.fields, self.label_to_id, self.max_length)
 
     def _check_unseen(self, split: str, values: Sequence[Any]) -> None:
         unseen = td.unseen_labels(values, self.label_to_id, len(self.class_names))
@@ -125,22 +126,15 @@ class HFTextBase(StokerDataModule):
                         estimate: bool = False) -> None:
         """Count a split's unusable rows; more than the tolerated fraction is an error before training."""
         self.dropped[split] = bad
-        if not bad:
-            return
-        limit = 0.0 if self.empty_text == "error" else self.max_bad_fraction
-        what = f"{bad} of {total} rows{' read ahead' if estimate else ''} of the {split} split of {self.dataset!r}"
-        listed = ", ".join(first[:10])
-        if bad / max(1, total) > limit:
-            fix = ("set empty_text='drop' to train without them" if self.empty_text == "error" else
-                   f"raise max_bad_fraction (now {self.max_bad_fraction:.1%}) to train without them")
-            raise ValueError(f"{what} ({bad / max(1, total):.1%}) have missing or empty text or an unusable label, "
-                             f"more than allowed. First ones: {listed}. Clean or remove them, or {fix}")
-        rank_zero_warn(f"dropped {what}: missing or empty text or an unusable label (first ones: {listed})")
+        td.check_bad_rows(bad, total, first, split=split, dataset=self.dataset, policy=self.empty_text,
+                          max_bad_fraction=self.max_bad_fraction, reason="missing or empty text or an unusable label",
+                          estimate=estimate)
 
     def _record_stats(self, lengths: Sequence[int], full_lengths: Sequence[int], *, note: str = "") -> None:
         self.token_stats = td.length_report(lengths, full_lengths, max_length=self.max_length,
                                             batch_size=self.batch_size, seed=self.seed,
-                                            mega_batch_factor=self.mega_batch_factor)
+                                            mega_batch_factor=self.mega_batch_factor, pad_multiple=self.pad_multiple,
+                                            max_tokens=self.max_tokens_per_batch)
         s = self.token_stats
         if not s.get("samples"):
             return
@@ -149,10 +143,12 @@ class HFTextBase(StokerDataModule):
             f"p90 {s['p90']:.0f}, p99 {s['p99']:.0f}, max {s['max']}; {s['truncation_rate']:.1%} truncated at "
             f"max_length={self.max_length}. Real-token fraction: pad-to-max {s['real_fraction_max_length']:.2f}, "
             f"dynamic {s['real_fraction_dynamic']:.2f}, dynamic+bucketing {s['real_fraction_bucketed']:.2f}"
+            + (f", token budget {s['real_fraction_token_budget']:.2f}" if "real_fraction_token_budget" in s else "")
         )
 
-    def _collate(self) -> td.PadCollate:
-        return td.PadCollate(self.tokenizer, self.padding, self.max_length)
+    def _collate(self) -> Any:
+        return self.profiled(td.PadCollate(self.tokenizer, self.padding, self.max_length,
+                                           pad_multiple=self.pad_multiple))
 
     def _split_data(self, split: str) -> Any:
         if split not in self.datasets:
@@ -167,34 +163,13 @@ class HFTextBase(StokerDataModule):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(dataset=self.dataset, tokenizer=self.tokenizer_name, max_length=self.max_length,
-                    padding=self.padding, streaming=False, dropped_rows=dict(self.dropped),
+                    padding=self.padding, pad_multiple=self.pad_multiple, tokenizer_revision=self.tokenizer_revision,
+                    streaming=False, dropped_rows=dict(self.dropped),
                     split_sizes=self.split_sizes(), token_stats=dict(self.token_stats))
         return info
 
-    def __getstate__(self) -> dict[str, Any]:
-        # The loaded tokenizer is rebuilt on first use after unpickling (ddp_spawn); its Rust state is large.
-        state = super().__getstate__()
-        state["_tokenizer"] = None
-        return state
 
-
-class _StreamingSwitch(type):
-    """``HFTextDataModule(..., streaming=True)`` builds an :class:`HFTextStreamDataModule` (the one branch).
-
-    A metaclass ``__call__`` rather than ``__new__``: LightningCLI (jsonargparse) reads a class's
-    arguments from ``__new__`` when it has one, and would then show the streaming class's arguments.
-    Pickling, ``isinstance`` and subclasses are unaffected (a subclass is always built as itself).
-    """
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls is HFTextDataModule and kwargs.get("streaming"):
-            from stoker.datamodules.text_stream import HFTextStreamDataModule
-
-            return HFTextStreamDataModule.from_map_arguments(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
-
-
-class HFTextDataModule(HFTextBase, metaclass=_StreamingSwitch):
+class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
     """Text classification from a Hugging Face dataset or local csv/tsv/json/jsonl/parquet files.
 
     Tokenization runs in ``prepare_data`` (once per node) with ``Dataset.map(batched=True)`` and is
@@ -214,12 +189,17 @@ class HFTextDataModule(HFTextBase, metaclass=_StreamingSwitch):
             Files named ``train``/``validation``/``test`` become those splits.
         tokenizer: Hub name, local folder or ``pkg:<module>`` (a folder shipped in a Python package); must be fast.
         subset: The dataset configuration (``"sst2"`` for GLUE).
-        revision: Hub revision.
+        revision: The dataset's hub revision (a tag, branch or commit).
+        tokenizer_revision: The tokenizer's hub revision, pinned as ``revision`` pins the dataset's.
         text_field: One column, or two for sentence-pair tasks.
         label_field: The label column: a ClassLabel, or values mapped to ids in sorted order.
         class_names: Fix the classes (and order) for string labels; known without reading data.
         max_length: Tokens per text after truncation.
         padding: ``"dynamic"`` (each batch to its longest text) or ``"max_length"``.
+        pad_multiple: Pad batch widths to a multiple of this: 8 suits GPU tensor cores, 1 pads least (CPU).
+        max_tokens_per_batch: Size training and evaluation batches by padded tokens instead of ``batch_size``
+            (:class:`~stoker.samplers.TokenBudgetBatchSampler`: length-grouped, equal steps per rank; dynamic
+            padding only).
         bucket_by_length: Group texts of similar length into batches (dynamic padding only).
         mega_batch_factor: Batches per sorted mega-batch for bucketing.
         streaming: Stream rows instead of converting and caching the dataset (see above).
@@ -251,6 +231,8 @@ class HFTextDataModule(HFTextBase, metaclass=_StreamingSwitch):
         trainer.fit(TextClassifier("bert-base-uncased", num_classes=dm.num_classes), datamodule=dm)
     """
 
+    stream_class = "stoker.datamodules.text_stream:HFTextStreamDataModule"
+
     def __init__(
         self,
         dataset: str,
@@ -258,11 +240,14 @@ class HFTextDataModule(HFTextBase, metaclass=_StreamingSwitch):
         *,
         subset: str | None = None,
         revision: str | None = None,
+        tokenizer_revision: str | None = None,
         text_field: str | list[str] = "text",
         label_field: str = "label",
         class_names: list[str] | None = None,
         max_length: int = 128,
         padding: Padding = "dynamic",
+        pad_multiple: int = 8,
+        max_tokens_per_batch: int | None = None,
         bucket_by_length: bool = True,
         mega_batch_factor: int = 50,
         streaming: bool = False,
@@ -284,12 +269,17 @@ class HFTextDataModule(HFTextBase, metaclass=_StreamingSwitch):
         if streaming:
             raise ValueError(f"{type(self).__name__} is map-style; streaming=True is HFTextDataModule's shortcut "
                              "to HFTextStreamDataModule, so subclass that one to stream")
-        super().__init__(dataset, tokenizer, subset=subset, revision=revision, text_field=text_field,
+        super().__init__(dataset, tokenizer, subset=subset, revision=revision,
+                         tokenizer_revision=tokenizer_revision, text_field=text_field,
                          label_field=label_field, class_names=class_names, max_length=max_length, padding=padding,
-                         empty_text=empty_text, max_bad_fraction=max_bad_fraction, cache_dir=cache_dir,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
+                         cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
         validate_fractions(val_fraction, test_fraction)
+        if max_tokens_per_batch is not None and (padding != "dynamic" or max_tokens_per_batch < max_length):
+            raise ValueError(f"max_tokens_per_batch={max_tokens_per_batch} needs padding='dynamic' and room for one "
+                             f"text of max_length={max_length} tokens; got padding={padding!r}")
+        self.max_tokens_per_batch = max_tokens_per_batch
         if mega_batch_factor < 1:
             raise ValueError(f"mega_batch_factor must be a positive integer, got {mega_batch_factor}")
         self.bucket_by_length = bucket_by_length and padding == "dynamic"
@@ -375,9 +365,14 @@ class HFTextDataModule(HFTextBase, metaclass=_StreamingSwitch):
 
     def _loader(self, split: str, *, train: bool) -> StatefulDataLoader:
         ds = self._split_data(split)
+        world, rank = self.world()
+        if self.max_tokens_per_batch is not None and not (train and self.train_sampler is not None):
+            budget = TokenBudgetBatchSampler(self.lengths[split], self.max_tokens_per_batch, num_replicas=world,
+                                             rank=rank, shuffle=train, seed=self.seed, pad_multiple=self.pad_multiple,
+                                             window=self.mega_batch_factor * self.batch_size, even=train)
+            return self.make_loader(ds, train=train, sampler=budget, collate_fn=self._collate(), batch_size=None)
         if not self.bucket_by_length or (train and self.train_sampler is not None):
             return self.make_loader(ds, train=train, collate_fn=self._collate())
-        world, rank = self.world()
         # Training: a new random draw per epoch, equal whole batches per rank (the rows that fall off are the
         # tail of that epoch's permutation, so they change every epoch). Evaluation: every row exactly once.
         sampler = LengthGroupedBatchSampler(self.lengths[split], self.batch_size, num_replicas=world, rank=rank,
@@ -388,5 +383,5 @@ class HFTextDataModule(HFTextBase, metaclass=_StreamingSwitch):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(bucket_by_length=self.bucket_by_length)
+        info.update(bucket_by_length=self.bucket_by_length, max_tokens_per_batch=self.max_tokens_per_batch)
         return info

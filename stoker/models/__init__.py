@@ -3,6 +3,7 @@
 from stoker.models.audio import AudioClassifier
 from stoker.models.classifier import StokerClassifier
 from stoker.models.image import ImageClassifier
+from stoker.models.lm import LanguageModel
 from stoker.models.text import TextClassifier
 
-__all__ = ["AudioClassifier", "ImageClassifier", "StokerClassifier", "TextClassifier"]
+__all__ = ["AudioClassifier", "ImageClassifier", "LanguageModel", "StokerClassifier", "TextClassifier"]

@@ -82,3 +82,42 @@ def publish(trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str,
             logger.log_metrics(metrics, step=trainer.global_step)
     if metrics:
         pl_module.log_dict(metrics, logger=False, on_step=True, on_epoch=False, batch_size=1)
+
+
+@dataclass
+class DeviceWorkWrap:
+    """What :func:`wrap_device_work` installed: the object whose hook it wraps and the original hook."""
+
+    owner: Any
+    original: Callable[[Any, int], Any]
+    wrapper: Callable[[Any, int], Any]
+
+
+def wrap_device_work(trainer: L.Trainer, on_batch: Callable[[Any], None]) -> DeviceWorkWrap:
+    """See every training batch as it reaches the device, before ``on_after_batch_transfer`` runs.
+
+    Lightning calls the DataModule's ``on_after_batch_transfer`` when the DataModule overrides it,
+    else the LightningModule's, looking the hook up on the instance each time; an instance attribute
+    therefore intercepts it. The original hook is returned, to replay the device-side work.
+    """
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    datamodule = getattr(trainer, "datamodule", None)
+    owner: Any = datamodule
+    if datamodule is None or not is_overridden("on_after_batch_transfer", datamodule, L.LightningDataModule):
+        owner = trainer.lightning_module
+    original = owner.on_after_batch_transfer
+
+    def wrapper(batch: Any, dataloader_idx: int) -> Any:
+        if trainer.training:
+            on_batch(batch)
+        return original(batch, dataloader_idx)
+
+    owner.__dict__["on_after_batch_transfer"] = wrapper
+    return DeviceWorkWrap(owner, original, wrapper)
+
+
+def unwrap_device_work(handle: DeviceWorkWrap) -> None:
+    """Remove what :func:`wrap_device_work` installed."""
+    if handle.owner.__dict__.get("on_after_batch_transfer") is handle.wrapper:
+        del handle.owner.__dict__["on_after_batch_transfer"]

@@ -44,10 +44,12 @@ def measure_loader(loader: Iterable[Any], batch_size_of: Callable[[Any], int], *
             break
         times.append(clock() - before)
         sizes.append(batch_size_of(batch))
-        first = batch if first is None else first
-        now = measure_memory()
-        peak = {"main": max(peak["main"], now.main_mb), "workers": max(peak["workers"], now.workers_mb),
-                "num_processes": max(int(peak["num_processes"]), now.num_workers)}
+        if first is None:
+            first = batch
+            peak = _peak(peak)  # workers are up once the first batch is in
+    # Memory is read after the first batch and after the last only: scanning the workers takes
+    # milliseconds, and workers would prefetch meanwhile and look faster than they are.
+    peak = _peak(peak)
     del iterator  # shuts non-persistent workers down
     if not times:
         raise ValueError("the training DataLoader yielded no batch; check the split sizes and batch_size")
@@ -64,6 +66,12 @@ def measure_loader(loader: Iterable[Any], batch_size_of: Callable[[Any], int], *
         "memory_mb": {k: round(v, 1) if isinstance(v, float) else v for k, v in peak.items()},
         "first_batch": first,
     }
+
+
+def _peak(peak: dict[str, Any]) -> dict[str, Any]:
+    now = measure_memory()
+    return {"main": max(peak["main"], now.main_mb), "workers": max(peak["workers"], now.workers_mb),
+            "num_processes": max(int(peak["num_processes"]), now.num_workers)}
 
 
 def time_items(dataset: Any, *, count: int = 16, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:

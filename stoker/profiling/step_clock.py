@@ -3,8 +3,8 @@
 A framework-free core (no Trainer): :class:`StepClock` is driven by four marks per step (fetch
 start, fetch end, batch start, batch end) and an epoch mark, reads one clock
 (``time.perf_counter`` unless given another) and keeps running totals and a window that the
-caller empties at its log interval. :func:`aggregate_ranks` turns per-rank figures into the
-cross-rank view (mean, maximum, slowest rank).
+caller empties at its log interval; :mod:`stoker.profiling.ranks` turns per-rank figures into the
+cross-rank view.
 
 The first step of every epoch is kept out of the steady-state totals: its wait is dominated by
 worker start-up and is reported on its own as the epoch's first-batch latency.
@@ -13,7 +13,7 @@ worker start-up and is reported on its own as the epoch's first-batch latency.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -198,68 +198,3 @@ class StepClock:
             raise ValueError(f"StepClock state needs a 'total' entry, got keys {sorted(state)}")
         self.total = PhaseTotals.from_dict(state["total"])
         self.first_batch_s = [float(x) for x in state.get("first_batch_s", [])]
-
-
-# Per-rank figures exchanged at log intervals, in this order (one float tensor row per rank).
-RANK_FIELDS: tuple[str, ...] = (
-    "starvation", "fetch_fraction", "gpu_idle_fraction", "fetch_ms", "fetch_max_ms", "transfer_ms", "step_ms",
-    "samples_per_s", "first_batch_s", "main_rss_mb", "workers_rss_mb", "num_workers",
-)
-
-
-def rank_row(window: PhaseTotals, *, first_batch_s: float, main_rss_mb: float, workers_rss_mb: float,
-             num_workers: int) -> list[float]:
-    """This rank's figures over a window, in :data:`RANK_FIELDS` order (NaN where unknown)."""
-    nan = float("nan")
-    steps = max(window.steps, 1)
-    gpu = window.gpu_idle_fraction
-    fetch = window.fetch_fraction
-    starvation = gpu if gpu is not None else fetch
-    return [
-        nan if starvation is None else starvation,
-        nan if fetch is None else fetch,
-        nan if gpu is None else gpu,
-        1000 * window.fetch_s / steps,
-        1000 * window.fetch_max_s,
-        1000 * window.transfer_s / steps,
-        1000 * window.compute_s / steps,
-        window.samples_per_s or 0.0,
-        first_batch_s,
-        main_rss_mb,
-        workers_rss_mb,
-        float(num_workers),
-    ]
-
-
-@dataclass
-class RankAggregate:
-    """The cross-rank view of one set of per-rank rows."""
-
-    per_rank: list[dict[str, float]]
-    mean: dict[str, float]
-    slowest_rank: int
-    slowest_starvation: float
-
-
-def aggregate_ranks(rows: Sequence[Sequence[float]]) -> RankAggregate:
-    """Mean of each field over ranks and the slowest rank (most starved; NaN counts as 0).
-
-    Under DDP the gradient all-reduce makes every rank wait for the slowest one, so the rank with
-    the largest data wait is the one holding the others back.
-
-    Raises:
-        ValueError: When no rows are given or a row has the wrong length.
-    """
-    if not rows:
-        raise ValueError("aggregate_ranks needs at least one rank's row, got none")
-    for index, row in enumerate(rows):
-        if len(row) != len(RANK_FIELDS):
-            raise ValueError(f"rank {index} row has {len(row)} values, expected {len(RANK_FIELDS)} ({RANK_FIELDS})")
-    per_rank = [dict(zip(RANK_FIELDS, (float(v) for v in row))) for row in rows]
-    mean = {}
-    for name in RANK_FIELDS:
-        values = [r[name] for r in per_rank if r[name] == r[name]]
-        mean[name] = sum(values) / len(values) if values else float("nan")
-    starvation = [r["starvation"] if r["starvation"] == r["starvation"] else 0.0 for r in per_rank]
-    slowest = max(range(len(starvation)), key=lambda i: (starvation[i], -i))
-    return RankAggregate(per_rank=per_rank, mean=mean, slowest_rank=slowest, slowest_starvation=starvation[slowest])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stoker.profiling.step_clock import RankAggregate
+from stoker.profiling.ranks import RankAggregate, find_stragglers
 
 # Starvation at or above this is input-bound; below COMPUTE_BOUND the device is fed.
 INPUT_BOUND = 0.20
@@ -145,8 +145,43 @@ def _spiky(run: RankAggregate) -> bool:
     return _z(slow["fetch_max_ms"]) > 4 * max(slow["fetch_ms"], 1.0)
 
 
-def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[float], *, steps: int) -> str:
-    """The human-readable end-of-fit report printed on rank zero."""
+def headroom(run: RankAggregate) -> float:
+    """Speed of light over the measured rate (NaN until a replay measured it): how much faster loading free would be."""
+    achievable, measured = run.mean["speed_of_light_samples_per_s"], run.mean["samples_per_s"]
+    return achievable / measured if achievable == achievable and measured > 0 else float("nan")
+
+
+def _speed_of_light_lines(run: RankAggregate, replay: Any) -> list[str]:
+    achievable = run.mean["speed_of_light_samples_per_s"]
+    if replay is None or achievable != achievable:
+        return []
+    ratio = headroom(run)
+    lines = [f"  speed of light ({replay.steps} steps replayed on kept batches, loading free): "
+             f"{replay.step_s * 1e3:.2f} ms per step, {achievable:.1f} samples/s per rank against "
+             f"{run.mean['samples_per_s']:.1f} measured: headroom {ratio:.2f}x"]
+    if ratio > 1.2:
+        lines.append(f"  - loading costs this run {100 * (1 - 1 / ratio):.0f}% of its speed: the input pipeline is "
+                     "what to fix (see the suggestions, and `stoker profile --config RECIPE` for num_workers)")
+    else:
+        lines.append("  - the run is within 20% of its speed of light: faster loading would buy little")
+    return lines
+
+
+def _straggler_lines(run: RankAggregate) -> list[str]:
+    if len(run.per_rank) < 2:
+        return []
+    found = find_stragglers(run)
+    slow = run.per_rank[found.slowest_rank]
+    nodes = ", ".join(f"node {n} {ms:.1f} ms" for n, ms in found.per_node_wait_ms.items())
+    waits = max(found.collective_wait_ms)
+    return [f"  stragglers: fetch skew {found.fetch_skew:.2f} (worst/median rank); slowest rank {found.slowest_rank} "
+            f"(node {int(slow['node_rank'])}, local rank {int(slow['local_rank'])}); data wait per step by node: "
+            f"{nodes}; the fastest rank waits about {waits:.1f} ms per step for it in the all-reduce"]
+
+
+def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[float], *, steps: int,
+                   replay: Any = None) -> str:
+    """The human-readable end-of-fit report printed on rank zero (``replay``: a speed-of-light result)."""
     mean = run.mean
     world = len(run.per_rank)
     kind = "GPU idle (CUDA events)" if loader.on_cuda else "host fetch wait / step time (CPU run)"
@@ -162,10 +197,11 @@ def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[f
         f"step {mean['step_ms']:.2f} ms (fetch fraction {100 * _z(mean['fetch_fraction']):.1f}%)",
     ]
     if first_batch_s:
-        rest = first_batch_s[1:]
-        later = f"; later epochs {sum(rest) / len(rest):.3f} s mean" if rest else ""
-        lines.append(f"  first-batch latency: epoch 1 {first_batch_s[0]:.3f} s{later} "
-                     "(epoch start to first batch: worker start-up, first reads)")
+        shown = ", ".join(f"{s:.3f}" for s in first_batch_s[:8]) + (", ..." if len(first_batch_s) > 8 else "")
+        lines.append(f"  epoch start-up (epoch start to first batch: worker start-up, first reads), per epoch: "
+                     f"{shown} s")
+    lines += _speed_of_light_lines(run, replay)
+    lines += _straggler_lines(run)
     lines.append(
         f"  memory (rank 0): main process {mean_of(run, 'main_rss_mb', 0):.0f} MiB resident + "
         f"{int(run.per_rank[0]['num_workers'])} workers {mean_of(run, 'workers_rss_mb', 0):.0f} MiB unique to them"

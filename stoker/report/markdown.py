@@ -25,8 +25,9 @@ def _statistics(report: dict[str, Any]) -> list[str]:
     splits = list(counts)
     lines = [f"- Total samples: {stats['total_samples']}",
              "- Split: " + ", ".join(f"{k} {v}" for k, v in stats["split_sizes"].items()),
-             f"- Classes: {stats['num_classes']}; imbalance ratio (largest/smallest training class): "
-             + (f"{stats['imbalance_ratio']:.2f}" if stats["imbalance_ratio"] else "n/a"),
+             (f"- Classes: {stats['num_classes']}; imbalance ratio (largest/smallest training class): "
+              + (f"{stats['imbalance_ratio']:.2f}" if stats["imbalance_ratio"] else "n/a")) if stats["num_classes"]
+             else f"- Task: {stats.get('task') or 'unlabelled'} (no classes)",
              f"- Data format: {stats['data_format']['datamodule']}; batches {stats['data_format']['batch']}"]
     tokens = stats.get("token_stats") or {}
     if tokens.get("samples"):
@@ -34,14 +35,42 @@ def _statistics(report: dict[str, Any]) -> list[str]:
                      f"{tokens['p99']:.0f}, max {tokens['max']}; {tokens['truncation_rate']:.1%} truncated. Real-token "
                      f"fraction: pad-to-max {tokens['real_fraction_max_length']:.2f}, dynamic "
                      f"{tokens['real_fraction_dynamic']:.2f}, length-bucketed {tokens['real_fraction_bucketed']:.2f}")
+    lines += _packing(stats.get("packing") or {})
+    if not counts:
+        return lines
     lines += ["", "Class distribution:", ""]
     rows = [[name, *(counts[s].get(name, 0) for s in splits)] for name in stats["class_names"]]
     return lines + _table(["class", *splits], rows)
 
 
+def _packing(packing: dict[str, Any]) -> list[str]:
+    """A language-model DataModule's packing figures, one line each."""
+    if not packing:
+        return []
+    lines = [f"- Packing: {packing.get('mode')} into rows of {packing.get('capacity')} tokens "
+             f"(attention: {packing.get('attention')}, overflow: {packing.get('overflow')})"]
+    if packing.get("rows") is not None:
+        fill = packing.get("fill_rate")
+        lines.append(f"- Training: {packing.get('examples')} examples -> {packing.get('rows')} rows, "
+                     f"{packing.get('tokens')} tokens" + (f", fill rate {fill:.3f}" if fill is not None else "")
+                     + f"; real-token fraction {packing.get('real_token_fraction', float('nan')):.3f}")
+        lines.append(f"- Split {packing.get('examples_split', 0)}, truncated {packing.get('examples_truncated', 0)} "
+                     f"({packing.get('tokens_truncated', 0)} tokens), dropped {packing.get('examples_dropped', 0)} "
+                     f"examples; rows left out / repeated per epoch for equal steps per rank: "
+                     f"{packing.get('rows_left_out_per_epoch', 0)} / {packing.get('rows_repeated_per_epoch', 0)}")
+    else:  # streamed: packed on the fly
+        lines.append(f"- Streamed: about {packing.get('rows_per_epoch')} rows per epoch, "
+                     f"{packing.get('open_rows')} rows filled at once per worker")
+    skipped = packing.get("skipped_rows") or {}
+    if skipped:
+        lines.append(f"- Skipped rows: {skipped}")
+    return lines
+
+
 def _files(report: dict[str, Any]) -> list[str]:
     files = report["files"]
-    lines = [f"- Source: `{files['source']}`", f"- Classes: {', '.join(files['classes'])}"]
+    lines = [f"- Source: `{files['source']}`"] + ([f"- Classes: {', '.join(files['classes'])}"] if files["classes"]
+                                                 else [])
     if files.get("extensions"):
         lines.append("- File types: " + ", ".join(f"{ext} {n}" for ext, n in files["extensions"].items()))
     for key in ("manifest", "quarantine", "fingerprint", "tokenizer"):

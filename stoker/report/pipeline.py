@@ -77,6 +77,12 @@ def preprocessing_steps(datamodule: Any, callbacks: Iterable[Any] = (), batch_fo
     elif getattr(datamodule, "train_transform", None) is not None:
         steps.append("decode to uint8 RGB (CPU worker)")
         steps += [describe_step(step) for step in transform_steps(datamodule.train_transform)]
+    elif isinstance(info.get("packing"), dict):  # a language-model DataModule
+        packing = info["packing"]
+        steps.append(f"tokenize ({info.get('tokenizer')}, task {info.get('task')}, once before training"
+                     + (")" if not info.get("streaming") else ", on the fly in the workers)"))
+        steps.append(f"pack ({packing.get('mode')}, rows of {packing.get('capacity')} tokens, overflow "
+                     f"{packing.get('overflow')}; position ids restart per example)")
     elif "tokenizer" in info:
         steps.append(f"tokenize ({info['tokenizer']}, truncate to max_length={info.get('max_length')})")
         bucket = " within length buckets" if info.get("bucket_by_length") else ""
@@ -90,6 +96,11 @@ def preprocessing_steps(datamodule: Any, callbacks: Iterable[Any] = (), batch_fo
     if batch_format:
         steps.append(f"collate {batch_format}")
     steps += device_steps(datamodule)
+    attention = (info.get("packing") or {}).get("attention") if isinstance(info.get("packing"), dict) else None
+    if attention == "mask":
+        steps.append("block-diagonal 4-D attention mask built on the device (no example sees another)")
+    elif attention == "varlen":
+        steps.append("sequence boundaries (cu_seq_lens) passed to the flash-attention kernel")
     for callback in callbacks:
         rows = callback.augmentation_rows() if hasattr(callback, "augmentation_rows") else []
         if rows:

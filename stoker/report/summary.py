@@ -39,7 +39,10 @@ def batch_format(batch: Any) -> str:
 
 
 def split_class_counts(datamodule: Any) -> dict[str, dict[str, int]]:
-    """``{split: {class: count}}`` from ``splits`` (folder DataModules) or ``train_labels()``."""
+    """``{split: {class: count}}`` from ``splits`` (folder DataModules) or ``train_labels()``; ``{}`` without classes
+    (a language-model corpus)."""
+    if not getattr(datamodule, "num_classes", None):
+        return {}
     names = list(datamodule.class_names or [])
     splits = getattr(datamodule, "splits", None)
     counts: dict[str, Counter[int]] = {}
@@ -81,12 +84,14 @@ def dataset_statistics(datamodule: Any, info: dict[str, Any], first_batch: Any) 
     return {
         "total_samples": sum(sizes.values()),
         "split_sizes": sizes,
-        "num_classes": datamodule.num_classes,
-        "class_names": list(datamodule.class_names or []),
+        "num_classes": getattr(datamodule, "num_classes", None),
+        "class_names": list(getattr(datamodule, "class_names", None) or []),
         "class_distribution": counts,
         "imbalance_ratio": ratio,
         "data_format": {"datamodule": type(datamodule).__name__, "batch": batch_format(first_batch)},
         "token_stats": dict(info.get("token_stats") or {}),
+        "packing": dict(info.get("packing") or {}),  # language-model DataModules: rows, fill rate, splits
+        "task": info.get("task"),
     }
 
 
@@ -94,7 +99,7 @@ def files_section(datamodule: Any, info: dict[str, Any], per_class: int = 3) -> 
     """Where the data lives, its file types and a few example files per class."""
     source = info.get("root") or info.get("dataset")
     out: dict[str, Any] = {"source": str(source) if source is not None else None,
-                           "classes": list(datamodule.class_names or [])}
+                           "classes": list(getattr(datamodule, "class_names", None) or [])}
     splits = getattr(datamodule, "splits", None)
     if isinstance(splits, dict):
         paths = [str(item[0]) for items in splits.values() for item in items]
@@ -235,8 +240,9 @@ def summary_paragraph(report: dict[str, Any]) -> str:
     sizes = ", ".join(f"{k} {v}" for k, v in stats["split_sizes"].items())
     issues = quality["scan"]["summary"] if quality["scan"] else {}
     found = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in issues.items() if v) or "no issues"
+    what = f"{stats['num_classes']} classes" if stats["num_classes"] else f"{stats.get('task') or 'unlabelled'} text"
     return (f"{stats['data_format']['datamodule']} feeds {stats['total_samples']} samples of "
-            f"{stats['num_classes']} classes ({sizes}) from {report['files']['source']}. Training batches are "
+            f"{what} ({sizes}) from {report['files']['source']}. Training batches are "
             f"{stats['data_format']['batch']}, built by {len(report['preprocessing']['steps'])} steps with "
             f"{len(report['augmentations'])} augmentation(s). The loader alone delivers "
             f"{load['samples_per_s']:.0f} samples/s with {load['num_workers']} worker(s) on {load['cores']} cores. "
@@ -278,8 +284,10 @@ def write_plots(report: dict[str, Any], datamodule: Any, out_dir: str | os.PathL
 
     out = Path(out_dir)
     stats = report["dataset_statistics"]
-    plots = {"class_distribution": str(class_distribution_png(stats["class_distribution"], stats["class_names"],
-                                                              out / "class_distribution.png"))}
+    plots: dict[str, str] = {}
+    if stats["class_distribution"]:
+        plots["class_distribution"] = str(class_distribution_png(stats["class_distribution"], stats["class_names"],
+                                                                 out / "class_distribution.png"))
     dataset = getattr(datamodule.train_dataloader(), "dataset", None)
     key = getattr(datamodule, "input_key", "image")
     try:

@@ -6,6 +6,7 @@ from stoker.samplers.base import ResumableSampler
 from stoker.samplers.distributed import ResumableDistributedSampler
 from stoker.samplers.length_grouped import LengthGroupedBatchSampler
 from stoker.samplers.shard_plan import ShardPlan
+from stoker.samplers.token_budget import TokenBudgetBatchSampler
 from stoker.samplers.weighted import DistributedWeightedSampler
 
 __all__: list[str] = [
@@ -14,4 +15,5 @@ __all__: list[str] = [
     "ResumableDistributedSampler",
     "ResumableSampler",
     "ShardPlan",
+    "TokenBudgetBatchSampler",
 ]

@@ -62,7 +62,7 @@ def test_logs_through_loggers_and_prints_a_summary(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "stoker StarvationMonitor summary" in out
     assert "verdict: input-bound" in out
-    assert "first-batch latency: epoch 1" in out and "memory (rank 0): main process" in out
+    assert "epoch start-up (epoch start to first batch" in out and "memory (rank 0): main process" in out
     # The fetch hooks of the loop are restored after fit.
     assert "_on_before_fetch" not in trainer.fit_loop.epoch_loop.__dict__
 
@@ -86,7 +86,7 @@ def test_totals_survive_a_checkpoint(tmp_path: Path) -> None:
     assert len(resumed.clock.first_batch_s) == 2
 
 
-def test_image_datamodule_with_workers_and_epochs(image_tree: Any) -> None:
+def test_image_datamodule_with_workers_and_epochs(image_tree: Any, tmp_path: Path) -> None:
     root = image_tree({"a": 12, "b": 12}, size=(20, 24))
     dm = ImageFolderDataModule(root, batch_size=4, num_workers=1, persistent_workers=False, image_size=16,
                                val_fraction=0.25)
@@ -94,7 +94,7 @@ def test_image_datamodule_with_workers_and_epochs(image_tree: Any) -> None:
     monitor = StarvationMonitor(print_summary=False)
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor],
-                        num_sanity_val_steps=0)
+                        num_sanity_val_steps=0, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=dm)
     assert len(monitor.clock.first_batch_s) == 2  # one start-up latency per epoch
     assert monitor.clock.total.samples == 4 * monitor.clock.total.steps  # counted by batch_size_of
@@ -114,7 +114,12 @@ def test_two_ranks_report_per_rank_figures_and_name_the_slowest() -> None:
     assert per_rank[1]["fetch_ms"] > per_rank[0]["fetch_ms"] + 20  # rank 1's batches cost 38 ms more
     assert result["slowest_rank"] == 1
     assert "(rank 1)" in result["summary"] and "rank 1 waits" in result["summary"]
+    # The straggler view names the delayed rank with its node and local rank, and the skew.
+    assert "slowest rank 1 (node 0, local rank 1)" in result["summary"]
+    assert per_rank[1]["local_rank"] == 1.0 and per_rank[0]["node_rank"] == per_rank[1]["node_rank"] == 0.0
     last = result["history"][-1]
+    assert last["starvation/fetch_skew"] > 1.5  # worst / median of two ranks: 40 / 21 ms
+    assert last["starvation/slowest_node"] == 0.0
     assert last["starvation/slowest_rank"] == 1.0
     assert last["starvation/rank1"] > last["starvation/rank0"]
     assert last["starvation/fraction"] == pytest.approx((last["starvation/rank0"] + last["starvation/rank1"]) / 2)

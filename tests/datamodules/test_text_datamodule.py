@@ -210,6 +210,42 @@ def test_slow_tokenizer_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         dm.prepare_data()
 
 
+def test_the_tokenizer_revision_is_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+
+    seen: dict[str, Any] = {}
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def record(name: str, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return real(name)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record)
+    dm = make(tmp_path, write_csv(tmp_path / "data.csv", rows(10)), tokenizer_revision="v1.0")
+    assert dm.tokenizer.is_fast and seen == {"revision": "v1.0"}
+    assert dm.describe()["tokenizer_revision"] == "v1.0"
+
+
+def test_token_budget_batches_fit_the_budget_and_give_ranks_equal_steps(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "data.csv", rows(80))
+    batches = {}
+    for rank in range(2):
+        dm = ready(make(tmp_path, path, val_fraction=0.0, max_tokens_per_batch=96, pad_multiple=1), world=(2, rank))
+        batches[rank] = list(dm.train_dataloader())
+        assert all(b["input_ids"].numel() <= 96 for b in batches[rank])
+        assert len({b["input_ids"].shape[0] for b in batches[rank]}) > 1, "batch sizes follow the lengths"
+    assert len(batches[0]) == len(batches[1]) > 0
+    seen = [{k for b in batches[r] for k in keys(b)} for r in range(2)]
+    assert not seen[0] & seen[1]
+    stats = dm.token_stats
+    assert stats["real_fraction_token_budget"] >= stats["real_fraction_dynamic"]
+    val = [k for r in range(2) for b in ready(make(tmp_path, path, val_fraction=0.25, max_tokens_per_batch=96),
+                                                world=(2, r)).val_dataloader() for k in keys(b)]
+    assert len(val) == len(set(val)) == 20, "evaluation sees every row once"
+    with pytest.raises(ValueError, match="max_tokens_per_batch=96 needs padding='dynamic'"):
+        make(tmp_path, path, max_tokens_per_batch=96, padding="max_length")
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "data.csv", rows(10))
     with pytest.raises(ValueError, match="padding must be 'dynamic' or 'max_length', got 'longest'"):

@@ -11,7 +11,8 @@ import torch
 from stoker.profiling.counting import first_tensor, samples_in, tokens_in
 from stoker.profiling.gpu_idle import CudaGapTimer
 from stoker.profiling.memory import measure_memory
-from stoker.profiling.step_clock import RANK_FIELDS, PhaseTotals, StepClock, aggregate_ranks, rank_row
+from stoker.profiling.ranks import RANK_FIELDS, aggregate_ranks, rank_row
+from stoker.profiling.step_clock import PhaseTotals, StepClock
 from stoker.profiling.verdicts import LoaderInfo, format_summary, suggestions, verdict
 
 

@@ -164,3 +164,21 @@ def test_text_recipe_renders_when_present(tmp_path: Path, monkeypatch: pytest.Mo
     out = tmp_path / "text_recipe"
     assert report_main(["--config", str(recipe), "--out", str(out), "--batches", "2"]) == 0
     _check_common(out)
+
+
+def test_a_language_model_corpus_reports_its_packing(tmp_path: Path) -> None:
+    from stoker.report.markdown import report_markdown
+    from stoker.report.summary import build_report, write_plots
+    from tests.datamodules.test_language_model import make, rows, write_csv
+
+    dm = make(tmp_path, write_csv(tmp_path / "corpus.csv", rows(40)))
+    report = build_report(dm, batches=2)
+    assert report["dataset_statistics"]["class_distribution"] == {}
+    assert report["dataset_statistics"]["packing"]["mode"] == "bfd"
+    assert any(step.startswith("pack (bfd, rows of 32 tokens") for step in report["preprocessing"]["steps"])
+    assert "block-diagonal 4-D attention mask" in report["preprocessing"]["line"]
+    plots = write_plots(report, dm, tmp_path / "out")
+    assert "class_distribution" not in plots and Path(plots["throughput"]).is_file()
+    text = report_markdown(report, tmp_path / "out")
+    assert "- Packing: bfd into rows of 32 tokens" in text and "Class distribution" not in text
+    assert "causal_lm text" in report["summary"]

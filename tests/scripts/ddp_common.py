@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import lightning as L
@@ -10,10 +11,11 @@ import torch.distributed as dist
 
 
 def ddp_trainer(**overrides: Any) -> L.Trainer:
-    """Two CPU processes over gloo, one epoch, nothing printed or saved (override any argument)."""
+    """Two CPU processes over gloo, one epoch, nothing printed or saved in the repository (override any argument)."""
     settings: dict[str, Any] = dict(
         accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tempfile.mkdtemp(prefix="stoker-ddp-"),  # run summaries of the monitors
     )
     return L.Trainer(**{**settings, **overrides})
 

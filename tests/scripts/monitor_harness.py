@@ -7,6 +7,7 @@ is ``delay / (delay + step)``.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from typing import Any
 
@@ -91,7 +92,11 @@ def run_paced(delay_s: float, step_s: float, *, num_batches: int = 12, epochs: i
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(delay_s, step_s, num_batches, epochs, callbacks or [], log_every_n_steps, trainer)
+        if "default_root_dir" in trainer:
+            return _fit(delay_s, step_s, num_batches, epochs, callbacks or [], log_every_n_steps, trainer)
+        with tempfile.TemporaryDirectory(prefix="stoker-paced-") as root:  # the run summary lands here
+            return _fit(delay_s, step_s, num_batches, epochs, callbacks or [], log_every_n_steps,
+                        {**trainer, "default_root_dir": root})
     finally:
         torch.set_num_threads(threads)
 
