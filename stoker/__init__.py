@@ -22,6 +22,8 @@ from stoker.datamodules import (
     HFTextStreamDataModule,
     ImageFolderDataModule,
     ImbalancedDataModule,
+    ShardedAudioDataModule,
+    ShardedImageDataModule,
     StokerDataModule,
 )
 from stoker.models import AudioClassifier, ImageClassifier, LanguageModel, StokerClassifier, TextClassifier
@@ -49,6 +51,8 @@ __all__ = [
     "MixUpCutMix",
     "PredictionWriter",
     "SampleGridLogger",
+    "ShardedAudioDataModule",
+    "ShardedImageDataModule",
     "StarvationMonitor",
     "StokerClassifier",
     "StokerDataModule",

@@ -24,6 +24,7 @@ DATA_COMMANDS: dict[str, str] = {
     "report": "stoker.commands.report:main",
     "profile": "stoker.commands.profile:main",
     "compare": "stoker.commands.compare:main",
+    "pack": "stoker.commands.pack:main",
 }
 
 # Options that only the recipe parser knows: a data command given any of them reads a recipe.

@@ -57,7 +57,7 @@ def test_quickstart_runs_one_batch(tmp_path: Path) -> None:
 def test_help_lists_the_data_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "data subcommands: compare, profile, report, scan, split" in capsys.readouterr().out
+    assert "data subcommands: compare, pack, profile, report, scan, split" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -1,1 +1,1 @@
-"""Data subcommands of the ``stoker`` command (``scan``, ``split``, ``report``)."""
+"""Data subcommands of the ``stoker`` command (``scan``, ``split``, ``report``, ``profile``, ``compare``, ``pack``)."""

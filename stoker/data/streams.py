@@ -143,6 +143,11 @@ class FixedLengthStream(_CountingStream):
         if resume is not None and 0 < int(resume["yielded"]) < quota:
             cursor = _Cursor(**{k: resume[k] for k in _Cursor.__dataclass_fields__ if k in resume})
             counts[1:] = torch.tensor(resume["counts"])
+        elif resume is not None and int(resume["yielded"]) >= quota and workers > 1:
+            # This worker had handed out its whole share when the state was taken, the others maybe not (the
+            # shares differ by a batch): it yields nothing more this epoch, and the next iteration starts the next.
+            cursor = _Cursor(epoch=int(resume["epoch"]), yielded=quota)
+            counts[1:] = torch.tensor(resume["counts"])
         else:  # fresh, or the saved epoch was complete (or not started)
             done = resume is not None and int(resume["yielded"]) >= quota
             cursor = _Cursor(epoch=int(resume["epoch"]) + done if resume is not None else int(counts[_EPOCH]))

@@ -10,6 +10,8 @@ from stoker.datamodules.imbalanced import ImbalancedDataModule
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
 from stoker.datamodules.language_model_stream import HFLanguageModelingStreamDataModule
 from stoker.datamodules.lm_base import HFLanguageModelingBase
+from stoker.datamodules.sharded import ShardedDataModule, ShardedImageDataModule
+from stoker.datamodules.sharded_audio import ShardedAudioDataModule
 from stoker.datamodules.text import HFTextBase, HFTextDataModule
 from stoker.datamodules.text_stream import HFTextStreamDataModule
 
@@ -32,5 +34,8 @@ __all__ = [
     "ImageFileDataset",
     "ImageFolderDataModule",
     "ImbalancedDataModule",
+    "ShardedAudioDataModule",
+    "ShardedDataModule",
+    "ShardedImageDataModule",
     "StokerDataModule",
 ]

@@ -13,6 +13,7 @@ as bad with a message naming what to install, never silently skipped.
 from __future__ import annotations
 
 import functools
+import io
 import os
 from pathlib import Path
 from typing import Literal
@@ -185,6 +186,44 @@ def load_clip(
     waveform, rate = read_audio(path, start=start, frames=frames)
     mono = resample(to_mono(waveform), rate, sample_rate)
     return crop_or_pad(mono, num_samples, mode="center" if frames > 0 else mode, generator=generator).contiguous()
+
+
+def load_clip_bytes(
+    data: bytes,
+    *,
+    sample_rate: int,
+    num_samples: int,
+    mode: CropMode = "center",
+    generator: torch.Generator | None = None,
+    name: str = "<bytes>",
+) -> torch.Tensor:
+    """Decode an audio file's encoded bytes (e.g. read from a shard) into a clip, as :func:`load_clip` does a file.
+
+    The whole recording is decoded (its bytes are in memory already), mixed down to mono,
+    resampled to ``sample_rate`` and cropped or padded to ``num_samples``.
+
+    Raises:
+        AudioDecodeError: The bytes are empty or not decodable audio (``name`` says whose).
+    """
+    if len(data) == 0:
+        raise AudioDecodeError(name, "empty file (0 bytes)")
+    try:
+        waveform, rate = _read_soundfile(io.BytesIO(data), 0, -1)  # type: ignore[arg-type]
+    except Exception as err:  # libsndfile raises several types (LibsndfileError, RuntimeError, TypeError)
+        if not _TORCHCODEC_AVAILABLE:
+            raise AudioDecodeError(name, f"cannot decode ({type(err).__name__}: {err})") from err
+        try:
+            from torchcodec.decoders import AudioDecoder
+
+            samples = AudioDecoder(data).get_all_samples()
+        except Exception as codec_err:  # FFmpeg failures surface as RuntimeError or ValueError
+            raise AudioDecodeError(name, f"cannot decode ({type(codec_err).__name__}: {codec_err})") from codec_err
+        waveform, rate = samples.data.float(), int(samples.sample_rate)
+    problem = audio_problem(waveform, rate)
+    if problem is not None:
+        raise AudioDecodeError(name, problem)
+    mono = resample(to_mono(waveform), rate, sample_rate)
+    return crop_or_pad(mono, num_samples, mode=mode, generator=generator).contiguous()
 
 
 # ----------------------------------------------------------------------------- checking

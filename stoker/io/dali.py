@@ -31,6 +31,9 @@ _DALI_UNREADABLE_SUFFIXES: frozenset[str] = frozenset({".gif"})
 _DEVICE_MEMORY_PADDING = 211_025_920
 _HOST_MEMORY_PADDING = 140_544_512
 
+# Name of the external source that takes encoded bytes (build_encoded_pipeline).
+ENCODED_INPUT = "encoded"
+
 
 @dataclass(frozen=True)
 class PipelineSpec:
@@ -70,7 +73,7 @@ class PipelineSpec:
 
 
 def _image_graph(spec: PipelineSpec, positions: list[int]) -> Any:
-    from nvidia.dali import fn, types
+    from nvidia.dali import fn
 
     # The reader reads exactly this rank's positions of this epoch, in order, as the stoker sampler
     # chose them (one shard arithmetic and one seed scheme for both back ends; a resumed epoch starts
@@ -80,6 +83,22 @@ def _image_graph(spec: PipelineSpec, positions: list[int]) -> Any:
         file_root=spec.file_root, files=[spec.files[i] for i in positions], labels=positions,
         random_shuffle=False, pad_last_batch=True, name="reader",
     )
+    return _decode_graph(spec, encoded), index
+
+
+def _encoded_graph(spec: PipelineSpec) -> Any:
+    from nvidia.dali import fn, types
+
+    # Encoded bytes fed by the host, one batch per run (a stoker loader streaming shards decides what
+    # each batch holds, so order, sharding and resume are the loader's). Batches may be short.
+    encoded = fn.external_source(name=ENCODED_INPUT, dtype=types.DALIDataType.UINT8, batch=True, no_copy=False)
+    return _decode_graph(spec, encoded)
+
+
+def _decode_graph(spec: PipelineSpec, encoded: Any) -> Any:
+    """Decode, crop, resize (and in training flip) encoded images to uint8 CHW; the same for every input."""
+    from nvidia.dali import fn, types
+
     decoder: dict[str, Any] = {"device": spec.device, "output_type": types.DALIImageType.RGB}
     if spec.device == "mixed":
         decoder.update(
@@ -88,19 +107,16 @@ def _image_graph(spec: PipelineSpec, positions: list[int]) -> Any:
         )
     linear, uint8 = types.DALIInterpType.INTERP_LINEAR, types.DALIDataType.UINT8
     images: Any
-    if spec.train:
-        # Decoding only the random crop's region of interest is cheaper than decode-then-crop.
-        images = fn.decoders.image_random_crop(
-            encoded, random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio), num_attempts=100, **decoder
-        )
-        images = fn.resize(images, resize_x=spec.image_size, resize_y=spec.image_size, antialias=True,
-                           interp_type=linear)
-        mirror = fn.random.coin_flip(probability=spec.hflip)
-        images = fn.crop_mirror_normalize(images, dtype=uint8, output_layout="CHW", mirror=mirror)
-    else:
+    if not spec.train:
         images = fn.decoders.image(encoded, **decoder)
-        images = _torchvision_center_crop(fn, types, encoded, images, spec.resize_shorter, spec.image_size)
-    return images, index
+        return _torchvision_center_crop(fn, types, encoded, images, spec.resize_shorter, spec.image_size)
+    # Decoding only the random crop's region of interest is cheaper than decode-then-crop.
+    images = fn.decoders.image_random_crop(
+        encoded, random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio), num_attempts=100, **decoder
+    )
+    images = fn.resize(images, resize_x=spec.image_size, resize_y=spec.image_size, antialias=True, interp_type=linear)
+    mirror = fn.random.coin_flip(probability=spec.hflip)
+    return fn.crop_mirror_normalize(images, dtype=uint8, output_layout="CHW", mirror=mirror)
 
 
 def _torchvision_center_crop(fn: Any, types: Any, encoded: Any, images: Any, resize_shorter: int, size: int) -> Any:
@@ -169,6 +185,35 @@ def build_image_pipeline(spec: PipelineSpec, positions: list[int], *, seed: int)
     )
     pipe.build()
     return pipe
+
+
+def build_encoded_pipeline(spec: PipelineSpec, *, seed: int) -> Any:
+    """Build (and start) a pipeline that decodes encoded image bytes fed with ``feed_input(ENCODED_INPUT, ...)``.
+
+    The graph after the input is :func:`build_image_pipeline`'s (same crops, same uint8 output);
+    ``spec.file_root`` and ``spec.files`` are not used. The pipeline runs synchronously (no
+    prefetch): each ``run()`` decodes exactly the batch fed before it, so the feeding loader's
+    position is the model's position.
+
+    Args:
+        spec: The pipeline definition; ``batch_size`` is the largest batch fed.
+        seed: Seeds augmentation draws, below 2**31.
+
+    Returns:
+        A built ``nvidia.dali.Pipeline``.
+    """
+    from nvidia.dali import pipeline_def
+
+    define = pipeline_def(_encoded_graph)
+    pipe = define(spec, batch_size=spec.batch_size, num_threads=spec.num_threads, device_id=spec.device_id,
+                  seed=seed, prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+    pipe.build()
+    return pipe
+
+
+def to_torch(tensor_list: Any, device: torch.device | None) -> torch.Tensor:
+    """A dense DALI output as a torch tensor that owns its memory (on ``device`` when DALI decoded on the GPU)."""
+    return _to_torch(tensor_list, device)
 
 
 def _to_torch(tensor_list: Any, device: torch.device | None) -> torch.Tensor:

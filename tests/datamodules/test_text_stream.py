@@ -84,6 +84,25 @@ def test_resume_is_exact_with_workers_and_the_next_epoch_matches(tmp_path: Path,
     assert [keys(b) for b in resumed] == uninterrupted[1], "the epoch after the resumed one is the same epoch"
 
 
+def test_a_worker_that_had_finished_its_share_waits_for_the_next_epoch(tmp_path: Path, shards: Path) -> None:
+    # 96 rows in batches of 32: 3 batches, 2 for worker 0 and 1 for worker 1. After two batches worker 1 is
+    # done and worker 0 owes one: the resumed epoch must give exactly that one.
+    options = {"shuffle_buffer": 8, "num_workers": 2, "persistent_workers": True, "batch_size": 32}
+    loader = stream(tmp_path, shards, **options).train_dataloader()
+    uninterrupted = [[keys(b) for b in loader] for _ in range(2)]
+    assert len(uninterrupted[0]) == 3
+    first = stream(tmp_path, shards, **options).train_dataloader()
+    iterator = iter(first)
+    consumed = [keys(next(iterator)) for _ in range(2)]
+    state = first.state_dict()
+    del iterator, first
+    resumed = stream(tmp_path, shards, **options).train_dataloader()
+    resumed.load_state_dict(state)
+    rest = [keys(b) for b in resumed]
+    assert consumed + rest == uninterrupted[0], "worker 1 must not start its next epoch early"
+    assert [keys(b) for b in resumed] == uninterrupted[1]
+
+
 def test_a_state_saved_at_the_end_of_an_epoch_resumes_at_the_next(tmp_path: Path, shards: Path) -> None:
     loader = stream(tmp_path, shards, shuffle_buffer=8).train_dataloader()
     epochs = [[keys(b) for b in loader] for _ in range(2)]

@@ -1,0 +1,288 @@
+"""One split of a shard set, streamed by litdata: equal training batches per rank, exact resume, eval once.
+
+litdata's ``StreamingDataset`` does the streaming: it reads the split's ``index.json``, gives
+every (rank, worker) its chunks, permutes chunks and then samples inside them per epoch,
+downloads chunks ahead into a local cache (remote sources) or maps them in place (local), and
+reads the samples. stoker wraps it in two iterable datasets that the stoker loader policy
+(torchdata's ``StatefulDataLoader``) runs:
+
+* :class:`ShardStream` (training) yields exactly its rank's share of whole batches
+  (:class:`~stoker.samplers.ShardPlan` in ``"cut"`` mode), split over the loader's workers as
+  whole batches, so every rank runs the same number of steps and no partial batch exists.
+  Its state is ``{epoch, yielded}`` per worker; torchdata saves and restores it inside every
+  worker, so a resumed epoch continues exactly after the last batch the model received.
+* :class:`ShardPass` (evaluation) reads the rank's share once, in packing order, padding nothing.
+
+Where litdata falls short, and what stoker does about it (each pinned by a test in
+``tests/data/test_shards_stream.py``):
+
+* **Multi-node reshuffles repeat samples.** From its second epoch litdata reshuffles chunks
+  inside each node's first-epoch chunk set; a chunk that straddled two nodes then belongs to
+  both, so samples are read twice per epoch and others not at all. stoker describes the world
+  to litdata as one node (``_DistributedEnv(world_size, rank, 1)``): every epoch is one global
+  permutation, disjoint over all ranks of all nodes (the price: a node does not keep reading
+  the chunks it cached in epoch 1).
+* **Node count on CPU.** litdata guesses nodes from CUDA devices; the rank and world size are
+  set from the Trainer instead of being detected.
+* **Uneven ranks with ``drop_last=False``.** litdata gives the remainder to the last rank, so a
+  training rank could take more steps than the others and leave them waiting in an all-reduce.
+  Training always runs with ``drop_last=True``, and :class:`ShardStream` checks each worker's
+  count against the plan (too few samples is an error, never a hang).
+* **Resume by replay.** litdata's own resume replays "``num_samples_yielded`` samples over
+  round-robin workers" from one number kept by its ``StreamingDataLoader``. Here each worker
+  knows its own count; it hands litdata a state made by litdata itself (in the main process)
+  with that count expressed as whole rounds, so litdata skips the consumed chunks and samples
+  without reading them.
+* **Evaluation.** With ``drop_last=False`` litdata's split of an evaluation set is uneven (the last
+  rank reads up to ``world_size`` more batches) but complete: every sample exactly once, and
+  evaluation runs no collective per step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from stoker.data.seeds import derive_seed
+from stoker.data.shards import allow_plain_http
+from stoker.samplers.shard_plan import ShardPlan
+
+MAX_WORKERS = 256  # slots of the shared per-worker epoch counters
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    if worker >= MAX_WORKERS:
+        raise ValueError(f"a shard stream supports at most {MAX_WORKERS} loader workers, got {workers}")
+    return worker, workers
+
+
+class _EpochCounter:
+    """``.value``: the epoch the current worker reads (what :class:`stoker.data.seeds.WorkerSeeding` expects)."""
+
+    def __init__(self, counts: torch.Tensor) -> None:
+        self.counts = counts
+
+    @property
+    def value(self) -> int:
+        return max(0, int(self.counts[_worker()[0]]) - 1)
+
+
+class _LitdataSplit(IterableDataset):
+    """What both streams share: one split of a shard set, read through a per-process litdata dataset.
+
+    Args:
+        location: The split's folder or URL (``SOURCE/<split>``).
+        decode: Turns a stored sample into a loader item (runs in the loader workers).
+        rank: This rank.
+        num_replicas: Ranks (the world size).
+        batch_size: Samples per batch.
+        seed: The run's seed (litdata's shuffle seed derives from it).
+        cache_dir: Where litdata caches the chunks of a remote source (per node).
+        max_cache_size: litdata's cache budget (``None``: its default).
+        storage_options: litdata storage options of a remote source.
+    """
+
+    shuffle = False
+
+    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, rank: int, num_replicas: int,
+                 batch_size: int, seed: int = 0, cache_dir: str | None = None, max_cache_size: str | None = None,
+                 storage_options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.location, self.decode = location, decode
+        self.rank, self.num_replicas, self.batch_size, self.seed = rank, num_replicas, batch_size, seed
+        self.cache_dir, self.max_cache_size, self.storage_options = cache_dir, max_cache_size, storage_options
+        self._counts = torch.zeros(MAX_WORKERS, dtype=torch.int64).share_memory_()
+        self._own: tuple[int, Any] | None = None
+
+    @property
+    def epoch_counter(self) -> _EpochCounter:
+        """The worker's epoch in shared memory (for :class:`~stoker.data.seeds.WorkerSeeding`)."""
+        return _EpochCounter(self._counts)
+
+    def litdata_seed(self) -> int:
+        """The seed of litdata's chunk and sample permutations (NumPy takes 32 bits)."""
+        return derive_seed(self.seed, "shards", bits=31)
+
+    def dataset(self, workers: int) -> Any:
+        """This process's litdata ``StreamingDataset`` of the split (built once per process)."""
+        if self._own is None or self._own[0] != os.getpid():
+            from litdata import StreamingDataset
+            from litdata.utilities.env import _DistributedEnv
+
+            allow_plain_http(self.storage_options)
+            ds = StreamingDataset(self.location, cache_dir=self.cache_dir, shuffle=self.shuffle,
+                                  drop_last=self.shuffle, seed=self.litdata_seed(), max_cache_size=self.max_cache_size,
+                                  storage_options=self.storage_options)
+            ds.set_drop_last(self.shuffle)  # the constructor forces True under DDP; evaluation needs False
+            ds.distributed_env = _DistributedEnv(self.num_replicas, self.rank, 1)  # one node: see the module
+            self._own = (os.getpid(), ds)
+        ds = self._own[1]
+        ds.set_batch_size(self.batch_size)
+        ds.set_num_workers(workers)
+        return ds
+
+    def __getitem__(self, position: int) -> Any:
+        """The sample packed at ``position``, decoded (random access for sample grids and reports, not training)."""
+        return self.decode(self.dataset(1)[int(position)])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_own"] = None  # each process builds its own litdata dataset (its reader holds threads and files)
+        return state
+
+
+class ShardStream(_LitdataSplit):
+    """One rank's training share of a split: exactly ``num_batches`` whole batches per epoch, resumable.
+
+    Args:
+        num_samples: Samples in the split.
+        location: See :class:`_LitdataSplit` (so are the other arguments).
+
+    Raises:
+        ValueError: The rank's share is less than one batch.
+    """
+
+    shuffle = True
+    order_keys = ("seed", "rank", "num_replicas", "batch_size", "num_samples")
+
+    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, num_samples: int, rank: int,
+                 num_replicas: int, batch_size: int, seed: int = 0, cache_dir: str | None = None,
+                 max_cache_size: str | None = None, storage_options: dict[str, Any] | None = None) -> None:
+        super().__init__(location, decode, rank=rank, num_replicas=num_replicas, batch_size=batch_size, seed=seed,
+                         cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options)
+        self.num_samples = num_samples
+        self.plan = ShardPlan(num_samples, num_replicas, mode="cut", batch_size=batch_size, drop_last=True)
+        self.num_batches = self.plan.num_batches(rank)
+        self._epoch = -1  # the epoch this process iterates (its worker's copy)
+        self._yielded = 0
+        self._resume: dict[str, Any] | None = None
+        self._template: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def quota(self, worker: int, workers: int) -> int:
+        """Samples worker ``worker`` yields per epoch: whole batches, the rank's batches dealt as litdata deals them."""
+        return (self.num_batches // workers + (1 if worker < self.num_batches % workers else 0)) * self.batch_size
+
+    def prepare(self, workers: int) -> None:
+        """Take litdata's resume state template in the main process (litdata refuses to make one in a worker)."""
+        ds = self.dataset(max(1, workers))
+        self._template = dict(ds.state_dict(0, max(1, workers), self.batch_size))
+        if len(ds) < self.num_batches * self.batch_size:
+            raise ValueError(f"litdata gives rank {self.rank} {len(ds)} samples of {self.location!r}, fewer than its "
+                             f"{self.num_batches} batches of {self.batch_size}; the shard set and its metadata differ")
+
+    def __iter__(self) -> Iterator[Any]:
+        # Not a generator: the epoch is claimed when the loader builds its iterator (torchdata restores the
+        # state first, then calls iter), and the iterator is not the dataset, so torchdata saves the state.
+        worker, workers = _worker()
+        quota, resume, self._resume = self.quota(worker, workers), self._resume, None
+        if resume is not None:
+            # A worker that had handed out its whole share yields nothing more this epoch (the other workers may
+            # still have batches to give); the next iteration starts the next epoch.
+            epoch, start = int(resume["epoch"]), min(int(resume["yielded"]), quota)
+        else:
+            epoch, start = int(self._counts[worker]), 0
+        self._counts[worker] = epoch + 1
+        self._epoch, self._yielded = epoch, start
+        return self._samples(worker, workers, quota, start)
+
+    def _samples(self, worker: int, workers: int, quota: int, start: int) -> Iterator[Any]:
+        if start >= quota:
+            return
+        ds = self.dataset(workers)
+        ds.reset_state_dict()
+        if start:
+            if self._template is None:
+                raise RuntimeError("ShardStream.prepare() must run in the main process before a resumed iteration")
+            # Whole rounds of `start // batch_size` batches per worker: litdata's replay then puts every worker,
+            # this one included, at exactly `start` samples into its share.
+            rounds = start // self.batch_size
+            ds.load_state_dict({**self._template, "current_epoch": self._epoch + 1,
+                                "num_samples_yielded": rounds * workers * self.batch_size})
+        else:
+            ds.set_epoch(self._epoch + 1)  # litdata counts epochs from 1
+        source = iter(ds)
+        for _ in range(start, quota):
+            try:
+                item = next(source)
+            except StopIteration:
+                raise RuntimeError(
+                    f"litdata gave worker {worker} of rank {self.rank} only {self._yielded} of its {quota} samples of "
+                    f"{self.location!r} in epoch {self._epoch}; stopping short would leave the other ranks waiting. "
+                    "Check that the shard set is complete (re-pack it) and that every rank runs the same settings"
+                ) from None
+            self._yielded += 1  # before the yield: a state taken while suspended counts this sample
+            yield self.decode(item)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{epoch, yielded}`` of this worker (or, in the main process, the next epoch to start) and the settings."""
+        worker, workers = _worker()
+        if self._epoch >= 0:
+            position = {"epoch": self._epoch, "yielded": self._yielded}
+        else:  # the main process of a loader with workers: where the next epoch starts
+            position = {"epoch": int(self._counts[worker]), "yielded": 0}
+        return {**position, "workers": workers, **{key: getattr(self, key) for key in self.order_keys}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at ``state`` on the next iteration (see :class:`StreamPosition` for a whole epoch's state).
+
+        Raises:
+            ValueError: The state was saved with other settings or another number of workers.
+        """
+        workers = _worker()[1]
+        for key, mine in [*((k, getattr(self, k)) for k in self.order_keys), ("workers", workers)]:
+            if key in state and state[key] != mine and not (key == "workers" and int(state.get("yielded", 0)) == 0):
+                raise ValueError(f"cannot resume the shard stream of {self.location!r}: the checkpoint has {key}="
+                                 f"{state[key]}, this run has {key}={mine}. Resume with the same {key}")
+        self._resume = dict(state)
+
+
+class StreamPosition:
+    """A training stream's position as the DataModule checkpoints it: a finished epoch is "the next one, from 0".
+
+    Lightning restores a loader's own (per-worker) state only mid-epoch, and there a worker at the
+    end of its share must yield nothing more for that epoch. From a checkpoint written at an
+    epoch's end Lightning starts a fresh loader, which should begin the next epoch: this wrapper
+    (the DataModule's :meth:`~stoker.datamodules.base.StokerDataModule.track_train_sampler` object)
+    turns such a complete position into ``{epoch + 1, yielded 0}``.
+    """
+
+    def __init__(self, stream: ShardStream) -> None:
+        self.stream = stream
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.stream.state_dict()
+        if int(state["yielded"]) >= self.stream.quota(0, 1):  # the main process iterated the whole share
+            state.update(epoch=int(state["epoch"]) + 1, yielded=0)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+
+class ShardPass(_LitdataSplit):
+    """One pass over a rank's evaluation share, in packing order: over the ranks every sample exactly once.
+
+    No length: ranks may read different numbers of batches (see the module docstring), and an
+    evaluation loop without a length reads its loader to the end.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        worker, workers = _worker()
+        self._counts[worker] += 1
+        return self._samples(workers)
+
+    def _samples(self, workers: int) -> Iterator[Any]:
+        ds = self.dataset(workers)
+        ds.reset_state_dict()
+        ds.set_epoch(1)
+        for item in ds:
+            yield self.decode(item)

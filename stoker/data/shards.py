@@ -1,0 +1,342 @@
+"""Shard sets: what ``stoker pack`` writes next to litdata's chunks, and how a reader checks it.
+
+A shard set is one folder (a local path or an ``s3://``/``gs://``/``r2://`` prefix) holding one
+litdata dataset per split and a small JSON file that says what they are::
+
+    OUT/stoker_shards.json          format, stoker version, media, class names, split sizes, fingerprint
+    OUT/train/index.json            litdata's index (chunk files, item counts)
+    OUT/train/chunk-0-0.bin ...     encoded file bytes, label, position and relative path of each sample
+    OUT/train/labels.json           the labels by packed position (class counts, reports)
+    OUT/val/...  OUT/test/...
+
+Each sample is ``{"data": <encoded bytes>, "label": int, "index": int, "key": <relative path>}``;
+``index`` is the sample's position in its split as packed (a seeded permutation, see
+:mod:`stoker.data.shard_pack`). The metadata file is written last: a folder without it is a
+half-written pack (``stoker pack --resume`` finishes it).
+
+Framework-free: the sharded DataModules, ``stoker pack`` and the benchmark read and write shard
+sets here. litdata is imported inside the functions that need it (the ``shards`` extra).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+FORMAT = "stoker-shards"
+FORMAT_VERSION = 1
+META_NAME = "stoker_shards.json"
+PROGRESS_NAME = "stoker_pack_progress.json"
+INDEX_NAME = "index.json"  # litdata's index of one split
+LABELS_NAME = "labels.json"  # one split's labels by packed position (read only on demand)
+REMOTE_SCHEMES: tuple[str, ...] = ("s3", "gs", "r2")
+
+
+class ShardFormatError(ValueError):
+    """A shard set that cannot be read: not stoker's, another format version, or damaged metadata."""
+
+
+@dataclass(frozen=True)
+class ShardSetMeta:
+    """What a shard set holds (the content of ``stoker_shards.json``).
+
+    Attributes:
+        media: ``"image"`` or ``"audio"``.
+        class_names: Label names, by label.
+        splits: Samples per split (``train``, ``val``, ``test``; empty splits have no folder).
+        fingerprint: The data fingerprint of the splits (:func:`stoker.data.manifest.splits_fingerprint`),
+            the same value the folder DataModule records for the same files and split.
+        seed: Seed of the split and of the permutation the samples were packed in.
+        stoker_version: The stoker that packed it.
+        format_version: Layout version of the shard set (:data:`FORMAT_VERSION`).
+        extra: How it was made (source root, manifest, quarantine, excluded files).
+    """
+
+    media: str
+    class_names: list[str]
+    splits: dict[str, int]
+    fingerprint: str
+    seed: int
+    stoker_version: str
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The metadata file's text."""
+        return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> ShardSetMeta:
+        """Parse a metadata file's text (``where`` names the file in errors).
+
+        Raises:
+            ShardFormatError: Not JSON (a truncated upload), not a stoker shard set, or another format version.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ShardFormatError(
+                f"{where} is not valid JSON ({err.msg} at character {err.pos} of {len(text)}): the file is truncated "
+                "or damaged, e.g. by an interrupted copy. Copy it again from the original shard set, or re-pack with "
+                "`stoker pack`"
+            ) from err
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ShardFormatError(f"{where} is not stoker shard metadata (expected \"format\": \"{FORMAT}\")")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ShardFormatError(
+                f"{where} was written by stoker {data.get('stoker_version', '?')} in shard format version {version}; "
+                f"this stoker reads format version {FORMAT_VERSION}. Re-pack the data with this stoker's "
+                "`stoker pack`, or use the stoker version that packed it"
+            )
+        try:
+            return cls(media=str(data["media"]), class_names=[str(n) for n in data["class_names"]],
+                       splits={str(k): int(v) for k, v in data["splits"].items()},
+                       fingerprint=str(data["fingerprint"]), seed=int(data["seed"]),
+                       stoker_version=str(data["stoker_version"]), format_version=int(version),
+                       extra=dict(data.get("extra", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ShardFormatError(f"{where} lacks or mangles the field {err}; re-pack with `stoker pack`") from err
+
+
+@dataclass(frozen=True)
+class SplitChunks:
+    """One split's chunk files, in litdata's order, with the number of samples in each."""
+
+    names: tuple[str, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        """Samples in the split."""
+        return sum(self.counts)
+
+    def chunk_of(self, position: int) -> str:
+        """The chunk file holding the sample packed at ``position`` (its ``index``)."""
+        ends = list(_running_sum(self.counts))
+        found = bisect.bisect_right(ends, position)
+        return self.names[min(found, len(self.names) - 1)]
+
+
+def _running_sum(values: tuple[int, ...]) -> Iterator[int]:
+    total = 0
+    for value in values:
+        total += value
+        yield total
+
+
+# ----------------------------------------------------------------------------- where a shard set lives
+def is_remote(location: str) -> bool:
+    """Whether ``location`` is an object-store URL (``s3://``, ``gs://``, ``r2://``)."""
+    return urlparse(location).scheme in REMOTE_SCHEMES
+
+
+def join(location: str, *parts: str) -> str:
+    """``location/part/...`` for a local path or an object-store URL."""
+    if is_remote(location):
+        return "/".join([location.rstrip("/"), *parts])
+    return os.path.join(os.path.expanduser(location), *parts)
+
+
+def check_location(location: str) -> None:
+    """Raise ``ValueError`` for a URL scheme litdata cannot stream (``http://``, ``azure://``, typos)."""
+    scheme = urlparse(location).scheme
+    if scheme and scheme not in REMOTE_SCHEMES and len(scheme) > 1:  # "C:" is a Windows drive, not a scheme
+        known = ", ".join(f"{name}://" for name in REMOTE_SCHEMES)
+        raise ValueError(f"{location!r}: stoker streams shard sets from local paths or {known} URLs, not {scheme}://")
+
+
+def allow_plain_http(storage_options: dict[str, Any] | None = None) -> None:
+    """Let litdata's object-store client talk to an ``http://`` endpoint (MinIO, a loopback test server).
+
+    litdata 0.2.x uploads and prefetches through obstore, whose HTTP client refuses ``http://``
+    unless told ``allow_http``; litdata never tells it, so an S3-compatible endpoint without TLS
+    (``AWS_ENDPOINT_URL=http://...``) fails with "BadScheme". Where the endpoint is plain http,
+    this adds the option to litdata's obstore client settings (a module-level dict). Called in
+    every process that touches litdata (DataLoader workers included).
+    """
+    endpoint = str((storage_options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL", ""))
+    if not endpoint.startswith("http://"):
+        return
+    try:
+        from litdata.streaming import downloader
+    except ImportError:
+        return
+    options = getattr(downloader, "_OBSTORE_CLIENT_OPTIONS", None)
+    if isinstance(options, dict):
+        options["allow_http"] = True
+
+
+def _provider(url: str, storage_options: dict[str, Any] | None) -> Any:
+    # litdata's own object-store access (boto3 for s3/r2, google-cloud-storage for gs), with the
+    # options the streaming uses, so that metadata and chunks are read the same way.
+    from litdata.streaming.fs_provider import _get_fs_provider
+
+    allow_plain_http(storage_options)
+    return _get_fs_provider(url, storage_options or {})
+
+
+def read_text(location: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """The text of a file (local or remote), or ``None`` when it does not exist."""
+    if not is_remote(location):
+        path = Path(location)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    provider = _provider(location, storage_options)
+    if not provider.exists(location):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "file")
+        provider.download_file(location, local)
+        return Path(local).read_text(encoding="utf-8")
+
+
+def write_text(location: str, text: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write a small text file (local: atomically, by rename; remote: one upload)."""
+    if not is_remote(location):
+        path = Path(location)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "file")
+        Path(local).write_text(text, encoding="utf-8")
+        _provider(location, storage_options).upload_file(local, location)
+
+
+def delete(location: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete one file if it exists."""
+    if not is_remote(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    provider = _provider(location, storage_options)
+    if provider.exists(location):
+        provider.delete_file_or_directory(location)
+
+
+def list_names(location: str, storage_options: dict[str, Any] | None = None) -> set[str] | None:
+    """Names of the files directly in a folder or under a URL prefix (``None``: cannot list this store)."""
+    if not is_remote(location):
+        folder = Path(location)
+        return {entry.name for entry in os.scandir(folder)} if folder.is_dir() else set()
+    parsed = urlparse(location)
+    if parsed.scheme not in ("s3", "r2"):
+        return None  # litdata's gs provider cannot list; the chunks are then checked when read
+    client = _provider(location, storage_options).client.client
+    prefix = parsed.path.lstrip("/").rstrip("/") + "/"
+    names: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix):
+        names.update(item["Key"][len(prefix):] for item in page.get("Contents", []))
+    return {name for name in names if "/" not in name}
+
+
+# ----------------------------------------------------------------------------- reading a shard set
+def read_meta(source: str, storage_options: dict[str, Any] | None = None) -> ShardSetMeta:
+    """The metadata of the shard set at ``source``.
+
+    Raises:
+        FileNotFoundError: No ``stoker_shards.json`` (with the reason: nothing there, a half-written
+            pack, or a litdata dataset that ``stoker pack`` did not write).
+        ShardFormatError: Truncated or foreign metadata, or another format version.
+    """
+    check_location(source)
+    where = join(source, META_NAME)
+    text = read_text(where, storage_options)
+    if text is not None:
+        return ShardSetMeta.from_json(text, where)
+    if read_text(join(source, PROGRESS_NAME), storage_options) is not None:
+        raise FileNotFoundError(f"{source!r} holds a half-written shard set (an interrupted `stoker pack`): finish "
+                                "it with `stoker pack ... --resume` before training on it")
+    if read_text(join(source, INDEX_NAME), storage_options) is not None:
+        raise FileNotFoundError(f"{source!r} is a litdata dataset without {META_NAME}: it was not written by "
+                                "`stoker pack`, so its class names and splits are unknown. Pack the class folder "
+                                "with `stoker pack ROOT --out OUT`")
+    raise FileNotFoundError(f"no stoker shard set at {source!r}: expected {where}, written by "
+                            "`stoker pack ROOT --out OUT`")
+
+
+def read_split_chunks(source: str, split: str, storage_options: dict[str, Any] | None = None) -> SplitChunks:
+    """The chunk files and their sample counts of one split, from litdata's ``index.json``.
+
+    Raises:
+        FileNotFoundError: The split's index is missing.
+        ShardFormatError: The index is truncated or is not litdata's.
+    """
+    where = join(source, split, INDEX_NAME)
+    text = read_text(where, storage_options)
+    if text is None:
+        raise FileNotFoundError(f"the {split} split of the shard set {source!r} has no {INDEX_NAME} ({where}); the "
+                                "shard set is incomplete: copy it again, or re-pack with `stoker pack`")
+    try:
+        chunks = json.loads(text)["chunks"]
+        return SplitChunks(tuple(str(c["filename"]) for c in chunks), tuple(int(c["chunk_size"]) for c in chunks))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ShardFormatError(f"{where} is not a readable litdata index ({type(err).__name__}: {err}); copy it again "
+                               "or re-pack with `stoker pack`") from err
+
+
+def check_split(source: str, split: str, expected: int, storage_options: dict[str, Any] | None = None) -> SplitChunks:
+    """Check that a split's index matches the metadata and that every chunk file it lists exists.
+
+    A missing chunk would otherwise surface hours into training (or as a wait on a download
+    that never comes); here it is an error before the first step.
+
+    Raises:
+        FileNotFoundError: The index or chunk files are missing (named).
+        ShardFormatError: The index's sample count differs from the metadata's.
+    """
+    chunks = read_split_chunks(source, split, storage_options)
+    if chunks.total != expected:
+        raise ShardFormatError(f"the {split} split of {source!r} holds {chunks.total} samples in its {INDEX_NAME} but "
+                               f"{META_NAME} says {expected}: the shard set is inconsistent; re-pack it")
+    present = list_names(join(source, split), storage_options)
+    if present is not None:
+        missing = [name for name in chunks.names if name not in present]
+        if missing:
+            shown = ", ".join(join(source, split, name) for name in missing[:5])
+            raise FileNotFoundError(f"{len(missing)} shard file(s) of the {split} split are missing: {shown}. Copy "
+                                    "the shard set again (every file under it), or re-pack with `stoker pack`")
+    return chunks
+
+
+def read_labels(source: str, split: str, storage_options: dict[str, Any] | None = None) -> list[int]:
+    """A split's labels by packed position (``index``), from the ``labels.json`` that ``stoker pack`` writes.
+
+    Raises:
+        FileNotFoundError: The file is missing.
+        ShardFormatError: It is not a JSON list of labels.
+    """
+    where = join(source, split, LABELS_NAME)
+    text = read_text(where, storage_options)
+    if text is None:
+        raise FileNotFoundError(f"{where} is missing; the shard set is incomplete: copy it again or re-pack it")
+    try:
+        labels = json.loads(text)
+        return [int(y) for y in labels]
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ShardFormatError(f"{where} is not a JSON list of labels ({err}); copy it again or re-pack it") from err
+
+
+@contextmanager
+def restored_start_method() -> Iterator[None]:
+    """Undo litdata's ``multiprocessing.set_start_method(..., force=True)`` after ``optimize`` returns.
+
+    litdata's ``optimize`` forces the process-wide start method; left changed, every later
+    DataLoader of the process would start its workers with it.
+    """
+    import multiprocessing
+
+    before = multiprocessing.get_start_method(allow_none=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(before, force=True)
