@@ -127,7 +127,22 @@ def main(argv: Sequence[str] | None = None) -> Any:
         print(f"stoker: LightningCLI subcommands fit, validate, test, predict; data subcommands: {extra}\n")
     # LightningCLI reads sys.argv itself when args is None (and warns when given both).
     run_cli(None if argv is None else args)
+    release_process_group()
     return 0
+
+
+def release_process_group() -> None:
+    """Destroy the default process group a finished DDP run left behind (no-op outside one).
+
+    Lightning keeps the group after ``fit`` returns. Left to interpreter finalization, gloo's worker
+    threads can still hold tensors then, and the process aborts ("terminate called without an active
+    exception") after a run that succeeded. Call it once training is over, on every rank; not after an
+    exception, where another rank may still be inside a collective.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

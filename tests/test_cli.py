@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stoker.cli import main, run_cli
+from stoker.cli import main, release_process_group, run_cli
 from tests.conftest import REPO
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -77,3 +77,18 @@ def test_data_commands_read_a_recipe_when_given_recipe_options() -> None:
     assert uses_recipe(["--data.init_args.root=x"]) and uses_recipe(["--trainer.max_epochs", "1"])
     assert uses_recipe(["--print_config"])
     assert not uses_recipe(["data/flowers", "--json", "s.json", "--fail-on", "leakage", "--database"])
+
+
+def test_a_finished_run_leaves_no_process_group_behind(tmp_path: Path) -> None:
+    # Lightning keeps the group after fit; left to interpreter finalization, gloo aborted exiting ranks.
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        release_process_group()
+        assert not dist.is_initialized()
+        release_process_group()  # outside a group: nothing to do
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

