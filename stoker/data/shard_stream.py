@@ -33,6 +33,11 @@ Where litdata falls short, and what stoker does about it (each pinned by a test 
   knows its own count; it hands litdata a state made by litdata itself (in the main process)
   with that count expressed as whole rounds, so litdata skips the consumed chunks and samples
   without reading them.
+* **A remote index fetched by several processes.** The loader workers (and the ranks of a node)
+  share one cache; the first downloads the split's ``index.json`` under a file lock, and litdata
+  gives the others only one second to wait for it before failing with "doesn't contain any
+  index.json file". stoker retries the dataset for up to :data:`INDEX_WAIT_S` while that
+  download is under way.
 * **Evaluation.** With ``drop_last=False`` litdata's split of an evaluation set is uneven (the last
   rank reads up to ``world_size`` more batches) but complete: every sample exactly once, and
   evaluation runs no collective per step.
@@ -41,6 +46,7 @@ Where litdata falls short, and what stoker does about it (each pinned by a test 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,6 +58,7 @@ from stoker.data.shards import allow_plain_http
 from stoker.samplers.shard_plan import ShardPlan
 
 MAX_WORKERS = 256  # slots of the shared per-worker epoch counters
+INDEX_WAIT_S = 60.0  # how long a process waits for another one's download of a remote split's index.json
 
 
 def _worker() -> tuple[int, int]:
@@ -116,9 +123,19 @@ class _LitdataSplit(IterableDataset):
             from litdata.utilities.env import _DistributedEnv
 
             allow_plain_http(self.storage_options)
-            ds = StreamingDataset(self.location, cache_dir=self.cache_dir, shuffle=self.shuffle,
-                                  drop_last=self.shuffle, seed=self.litdata_seed(), max_cache_size=self.max_cache_size,
-                                  storage_options=self.storage_options)
+            deadline = time.monotonic() + INDEX_WAIT_S
+            while True:
+                try:
+                    ds = StreamingDataset(self.location, cache_dir=self.cache_dir, shuffle=self.shuffle,
+                                          drop_last=self.shuffle, seed=self.litdata_seed(),
+                                          max_cache_size=self.max_cache_size, storage_options=self.storage_options)
+                    break
+                except ValueError as error:
+                    # Another process holds the lock of the cached index.json (see the module notes).
+                    remote = "://" in self.location
+                    if not (remote and "index.json" in str(error)) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
             ds.set_drop_last(self.shuffle)  # the constructor forces True under DDP; evaluation needs False
             ds.distributed_env = _DistributedEnv(self.num_replicas, self.rank, 1)  # one node: see the module
             self._own = (os.getpid(), ds)

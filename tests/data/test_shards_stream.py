@@ -5,6 +5,8 @@ Each test pins one place where litdata alone falls short (see stoker/data/shard_
 
 from __future__ import annotations
 
+import threading
+import time
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tests.data import test_shards as shared  # noqa: E402
 # The shared shard fixtures (a packed tree, the loopback S3 server), by name for pytest.
 image_tree_root = shared.image_tree_root
 shard_set = shared.shard_set
+s3_server = shared.s3_server
 
 TRAIN, VAL, BATCH = 29, 8, 4
 
@@ -139,3 +142,30 @@ def test_plain_http_endpoints_are_allowed_for_litdata(monkeypatch: pytest.Monkey
     assert "allow_http" not in downloader._OBSTORE_CLIENT_OPTIONS
     allow_plain_http({"endpoint_url": "http://127.0.0.1:9000"})
     assert downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] is True
+
+
+def test_a_worker_waits_for_another_ones_download_of_a_remote_index(s3_server: str, shard_set: Path,
+                                                                     tmp_path: Path) -> None:
+    # Workers share the cache; litdata gave a worker 1 s to wait for the lock of the index.json another
+    # was downloading, then failed with "doesn't contain any index.json file" (seen on a loaded machine).
+    import boto3
+    from filelock import FileLock
+    from litdata.utilities.dataset_utilities import _try_create_cache_dir
+
+    client = boto3.client("s3")
+    for path in sorted((shard_set / "train").iterdir()):
+        client.upload_file(str(path), "stoker", f"index-race/train/{path.name}")
+    location, cache = "s3://stoker/index-race/train", str(tmp_path / "cache")
+    allow_plain_http()
+    lock = FileLock(str(Path(_try_create_cache_dir(location, cache)) / "index.json.lock"), thread_local=False)
+    lock.acquire()  # as a worker downloading the index would hold it
+    releaser = threading.Timer(2.5, lock.release)
+    releaser.start()
+    try:
+        started = time.monotonic()
+        stream = ShardStream(location, itemgetter("index"), num_samples=TRAIN, rank=0, num_replicas=1,
+                             batch_size=BATCH, seed=3, cache_dir=cache)
+        assert len(stream.dataset(1)) == TRAIN - TRAIN % BATCH  # training drops the partial batch
+        assert time.monotonic() - started >= 2.0, "the index was read after the other download let go"
+    finally:
+        releaser.join()
