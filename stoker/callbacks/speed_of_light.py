@@ -198,7 +198,7 @@ def replay(trainer: Any, pl_module: L.LightningModule, batches: list[Any], *, de
             torch.cuda.synchronize(pl_module.device)  # once per replay, not per training step
         start = time.perf_counter()
         for index, kept in enumerate(batches):
-            batch = device_work(clone_batch(kept))
+            batch = device_work(kept)  # each kept batch is replayed once: no copy inside the timed loop
             for callback in augmenters:
                 callback.on_train_batch_start(trainer, pl_module, batch, index)
             samples += int(samples_of(batch))

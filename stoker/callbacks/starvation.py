@@ -154,7 +154,8 @@ class StarvationMonitor(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         self.clock.batch_end(samples_in(batch, datamodule))
         self._steps += 1
-        if self.speed_of_light.step_done(trainer, pl_module, lambda b: samples_in(b, datamodule), self):
+        if self.speed_of_light.result is None and self.speed_of_light.step_done(
+                trainer, pl_module, lambda b: samples_in(b, datamodule), self):
             self.clock.interrupt()  # the replay ran between two steps: neither a fetch wait nor idle time
             self._gpu.break_chain()
         if self._steps % self._every == 0:
@@ -238,7 +239,6 @@ class StarvationMonitor(Callback):
             stragglers = find_stragglers(result)
             metrics.update({"starvation/fetch_skew": stragglers.fetch_skew,
                             "starvation/slowest_node": float(stragglers.slowest_node)})
-        if len(result.per_rank) > 1:
             metrics.update({f"starvation/rank{r}": row["starvation"] for r, row in enumerate(result.per_rank)})
         metrics = {key: value for key, value in metrics.items() if value == value}  # NaN: not measured here
         self.history.append(metrics)

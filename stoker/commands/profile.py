@@ -52,13 +52,16 @@ def speed_of_light(cli: Any, *, steps: int, warmup: int) -> float | None:
     return result.samples_per_s if result is not None else None
 
 
-def tune(datamodule: Any, *, target: float | None, batches: int) -> Any:
+def tune(datamodule: Any, *, target: float | None, batches: int, ranks_per_node: int = 1) -> Any:
     """Tune the DataModule's training loader over the settings its arguments accept.
+
+    Workers are tried up to the cores of one of the node's ``ranks_per_node`` ranks (one core stays
+    with the rank's main process), as :func:`~stoker.data.loader.default_num_workers` divides them.
 
     Raises:
         ValueError: The DataModule takes no ``num_workers`` (its loader is not a DataLoader with workers).
     """
-    from stoker.data.loader import available_cores
+    from stoker.data.loader import default_num_workers
     from stoker.profiling.tuner import tune_loader
 
     inner = getattr(datamodule, "datamodule", datamodule)  # ImbalancedDataModule wraps the loader's owner
@@ -73,7 +76,7 @@ def tune(datamodule: Any, *, target: float | None, batches: int) -> Any:
         inner._num_workers, inner.prefetch_factor = workers, prefetch
         return datamodule.train_dataloader()
 
-    result = tune_loader(make_loader, datamodule.batch_size_of, max_workers=max(0, available_cores() - 1),
+    result = tune_loader(make_loader, datamodule.batch_size_of, max_workers=default_num_workers(ranks_per_node),
                          prefetch_factors=depths, target=target, batches=batches)
     result.settable = settable
     return result
@@ -89,7 +92,7 @@ def main(argv: list[str]) -> int:
     args = cli.config
     try:
         rate = speed_of_light(cli, steps=args.replay_steps, warmup=args.warmup_steps)
-        result = tune(cli.datamodule, target=rate, batches=args.batches)
+        result = tune(cli.datamodule, target=rate, batches=args.batches, ranks_per_node=cli.trainer.num_devices)
         if cli.trainer.strategy.root_device.type == "cpu" and result.best.num_workers:
             result.notes.append("the model trains on the CPU here, so loader workers share its cores and slow its "
                                 "step: the prediction is optimistic; measure both runs and `stoker compare` them")

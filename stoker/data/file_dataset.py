@@ -71,10 +71,6 @@ class FileDataset(Dataset):
         """The CPU transform of a decoded sample (none by default)."""
         return value
 
-    def load(self, path: Path) -> torch.Tensor:
-        """Read, decode and transform one file."""
-        return self.augment(self.read(path))
-
     def __len__(self) -> int:
         return len(self.samples)
 

@@ -21,7 +21,7 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
-from stoker.data.lm_tokenize import LM_PROBLEMS, PROMPT_ONLY
+from stoker.data.lm_tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, first_target, target_within
 from stoker.data.packing import Overflow, Packing, split_spans
 from stoker.data.seeds import derive_seed
 from stoker.data.streams import FixedLengthStream, StreamPass
@@ -75,16 +75,39 @@ def example_pieces(example: dict[str, Any], capacity: int, overflow: Overflow, o
                    ) -> list[Piece]:
     """The pieces of one tokenized example that fit rows of ``capacity`` (see :func:`.packing.split_spans`)."""
     ids = list(example["input_ids"])
+    targets = list(example["labels"]) if labels else []
     out = []
     for start, end in split_spans(len(ids), capacity, overflow, overlap):
         piece: Piece = {"input_ids": ids[start:end]}
         if labels:
-            piece["labels"] = list(example["labels"])[start:end]
+            piece["labels"] = targets[start:end]
         out.append(piece)
     return out
 
 
-class PackedStream(FixedLengthStream):
+class _Targets:
+    """What both packed streams skip beyond tokenization's problems: SFT chats truncated before any target.
+
+    The map-style module drops them before planning; a stream counts them under ``ASSISTANT_TRUNCATED``.
+    """
+
+    problems: tuple[str, ...] = (*LM_PROBLEMS, PROMPT_ONLY, ASSISTANT_TRUNCATED)
+    labels: bool
+    overflow: Overflow
+    capacity: int
+    _counts: Any
+
+    def _usable(self, row: dict[str, Any], worker: int) -> bool:
+        if not super()._usable(row, worker):  # type: ignore[misc]
+            return False
+        if self.labels and self.overflow == "truncate" and not target_within(first_target(row["labels"]),
+                                                                              self.capacity):
+            self._counts[worker, 2 + self.problems.index(ASSISTANT_TRUNCATED)] += 1
+            return False
+        return True
+
+
+class PackedStream(_Targets, FixedLengthStream):
     """Exactly ``num_batches * batch_size`` packed rows of a rank's stream per epoch, resumable mid-epoch.
 
     Args:
@@ -105,7 +128,6 @@ class PackedStream(FixedLengthStream):
         shuffle: Shuffle shards and blocks per epoch.
     """
 
-    problems: tuple[str, ...] = (*LM_PROBLEMS, PROMPT_ONLY)
     order_keys: tuple[str, ...] = (*FixedLengthStream.order_keys, "capacity", "mode", "open_rows")
 
     def __init__(self, dataset: Any, *, num_batches: int, batch_size: int, capacity: int, mode: Packing,
@@ -127,8 +149,7 @@ class PackedStream(FixedLengthStream):
             if not extra["pending"]:
                 example = next(examples)
                 for piece in example_pieces(example, self.capacity, self.overflow, self.overlap, self.labels):
-                    extra["pending"].extend(packer.add(piece))
-                extra["bins"] = packer.bins
+                    extra["pending"].extend(packer.add(piece))  # the packer's open rows are extra["bins"]
                 continue
             row = extra["pending"].pop(0)
             if self.mlm_seed is not None:
@@ -138,7 +159,7 @@ class PackedStream(FixedLengthStream):
             yield row
 
 
-class PackedPass(StreamPass):
+class PackedPass(_Targets, StreamPass):
     """One pass over a rank's evaluation stream, packed as it arrives; every usable example exactly once.
 
     Args:
@@ -152,8 +173,6 @@ class PackedPass(StreamPass):
         open_rows: Rows the packer keeps open.
         rank: This rank.
     """
-
-    problems: tuple[str, ...] = (*LM_PROBLEMS, PROMPT_ONLY)
 
     def __init__(self, dataset: Any, *, capacity: int, mode: Packing, overflow: Overflow, overlap: int = 1,
                  labels: bool = False, mlm_seed: int | None = None, open_rows: int = 8, rank: int = 0) -> None:

@@ -28,6 +28,18 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 # Why a row is kept out (counted against max_bad_fraction): the ``problem`` column.
 LM_PROBLEMS: tuple[str, ...] = ("missing text", "empty text", "not a conversation", "unknown role", "missing content")
 PROMPT_ONLY = "prompt only"  # a chat without an assistant turn: skipped and reported, not an error
+# An SFT chat truncated to a row that ends before its first assistant token: nothing to learn, skipped.
+ASSISTANT_TRUNCATED = "assistant truncated"
+
+
+def first_target(labels: list[int]) -> int:
+    """Index of the first assistant token after position 0 (``-1``: none), from a chat's ``labels``."""
+    return next((i for i, t in enumerate(labels) if i > 0 and t != -100), -1)
+
+
+def target_within(first: int, capacity: int) -> bool:
+    """Whether a chat whose first target is at ``first`` keeps one when truncated to ``capacity`` tokens."""
+    return 0 < first < capacity
 _GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
 
 
@@ -181,7 +193,7 @@ class LMTokenize:
                 labels = [t if m else -100 for t, m in zip(ids, mask)]
                 if all(t == -100 for t in labels[1:]):
                     problem = PROMPT_ONLY  # the assistant turns rendered to no token
-            first = next((i for i, t in enumerate(labels) if i > 0 and t != -100), -1)
+            first = first_target(labels)
             out["input_ids"].append([] if problem else ids)
             out["labels"].append([] if problem else labels)
             out["first_target"].append(first if not problem else -1)

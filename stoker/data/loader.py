@@ -144,7 +144,9 @@ def build_loader(
         "num_workers": num_workers,
         "pin_memory": pin_memory,
         "collate_fn": collate_fn,
-        "worker_init_fn": WorkerSeeding(seed, rank, getattr(sampler, "epoch_counter", None)),
+        # Who knows the epoch: the sampler, or an iterable dataset that orders itself (shard streams).
+        "worker_init_fn": WorkerSeeding(seed, rank, getattr(dataset if sampler is None else sampler,
+                                                            "epoch_counter", None)),
         # Only seeds torch's per-worker base seed, which WorkerSeeding replaces; per rank all the same.
         "generator": torch.Generator().manual_seed(derive_seed(seed, "loader", rank)),
     }

@@ -55,7 +55,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from stoker.data.seeds import derive_seed
 from stoker.data.shards import allow_plain_http
-from stoker.samplers.shard_plan import ShardPlan
+from stoker.samplers.shard_plan import ShardPlan, worker_batches
 
 MAX_WORKERS = 256  # slots of the shared per-worker epoch counters
 INDEX_WAIT_S = 60.0  # how long a process waits for another one's download of a remote split's index.json
@@ -186,7 +186,7 @@ class ShardStream(_LitdataSplit):
 
     def quota(self, worker: int, workers: int) -> int:
         """Samples worker ``worker`` yields per epoch: whole batches, the rank's batches dealt as litdata deals them."""
-        return (self.num_batches // workers + (1 if worker < self.num_batches % workers else 0)) * self.batch_size
+        return worker_batches(self.num_batches, worker, workers) * self.batch_size
 
     def prepare(self, workers: int) -> None:
         """Take litdata's resume state template in the main process (litdata refuses to make one in a worker)."""

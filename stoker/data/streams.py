@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from stoker.data.hf import PROBLEMS
 from stoker.data.seeds import derive_seed
+from stoker.samplers.shard_plan import worker_batches
 
 MAX_WORKERS = 256  # slots of the shared per-worker counters
 _EPOCH, _REPEATED = 0, 1  # counter columns; the skipped rows per problem follow
@@ -133,7 +134,7 @@ class FixedLengthStream(_CountingStream):
 
     def quota(self, worker: int, workers: int) -> int:
         """Rows worker ``worker`` yields per epoch: whole batches, so the loader never emits a short batch."""
-        return (self.num_batches // workers + (1 if worker < self.num_batches % workers else 0)) * self.batch_size
+        return worker_batches(self.num_batches, worker, workers) * self.batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # Not a generator: the epoch is claimed when the loader builds its iterator, before any index is sent.

@@ -17,15 +17,13 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data import hf as td
 from stoker.data.lm_dataset import PackedRows
-from stoker.data.lm_tokenize import LM_PROBLEMS, PROMPT_ONLY, Task
+from stoker.data.lm_tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, Task, target_within
 from stoker.data.loader import available_cores
 from stoker.data.packing import Overflow, Packing, PackPlan, plan_packing
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, StreamingSwitch
 from stoker.samplers.shard_plan import ShardPlan
 from stoker.samplers.token_budget import TokenBudgetBatchSampler
-
-ASSISTANT_TRUNCATED = "assistant truncated"
 
 
 class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSwitch):
@@ -145,6 +143,8 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         validate_fractions(val_fraction, 0.0)
         self.val_fraction, self.num_proc = val_fraction, num_proc
         self.plans: dict[str, PackPlan] = {}
+        # The plan of epoch 0 a report reads, per (split, world, rank): planning a large split takes seconds.
+        self._report_samplers: dict[tuple[str, int, int], TokenBudgetBatchSampler] = {}
         self.skipped: dict[str, dict[str, int]] = {}
 
     # ----------------------------------------------------------------- Lightning hooks
@@ -207,7 +207,7 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         if self.task != "sft" or self.overflow != "truncate":
             return ds
         first = list(ds["first_target"])
-        keep = [i for i, f in enumerate(first) if 0 < f < self.max_length]
+        keep = [i for i, f in enumerate(first) if target_within(f, self.max_length)]
         self.skipped.setdefault(name, {})[ASSISTANT_TRUNCATED] = len(first) - len(keep)
         if len(keep) == len(first):
             return ds
@@ -243,8 +243,12 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
                   "assistant_truncated_rows": skipped.get(ASSISTANT_TRUNCATED, 0)}
         lengths = [int(n) for n in plan.row_lengths()]
         if self.max_tokens_per_batch is not None and split in self.datasets:
-            sampler = self._sampler(self.datasets[split], train=split == "train")
-            assert sampler is not None
+            key = (split, world, rank)
+            if key not in self._report_samplers:
+                built = self._sampler(self.datasets[split], train=split == "train")
+                assert built is not None
+                self._report_samplers[key] = built
+            sampler = self._report_samplers[key]
             batches = sampler.global_batches(0)
             epoch = sampler.epoch_report(0)
             report.update(batches_per_rank=epoch["steps_per_rank"], rows_left_out_per_epoch=epoch["items_left_out"],

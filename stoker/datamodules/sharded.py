@@ -17,7 +17,6 @@ from stoker._imports import require
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSamplePolicy, SkippingCollate
 from stoker.data.loader import available_cores, local_world_size
 from stoker.data.media import IMAGE, Media
-from stoker.data.seeds import WorkerSeeding
 from stoker.data.shard_items import ImageItems, SampleLocator, collate_encoded
 from stoker.data.shard_stream import ShardPass, ShardStream, StreamPosition
 from stoker.data.shards import (
@@ -186,9 +185,7 @@ class ShardedDataModule(StokerDataModule):
             self.track_train_sampler(StreamPosition(stream))  # an epoch-end checkpoint's position applies here
         else:
             stream = ShardPass(location, self._items(split, locator), **common)
-        loader = self.make_loader(stream, train=train, collate_fn=self._collate())
-        # The stream, not a sampler, knows the epoch: persistent workers reseed their augmentation from it.
-        loader.worker_init_fn = WorkerSeeding(self.seed, rank, stream.epoch_counter)
+        loader = self.make_loader(stream, train=train, collate_fn=self._collate())  # seeded by the stream's epoch
         if isinstance(stream, ShardStream):
             stream.prepare(self.num_workers)
         return self._wrap(loader, split, locator)

@@ -79,7 +79,7 @@ def aggregate_ranks(rows: Sequence[Sequence[float]]) -> RankAggregate:
     for name in RANK_FIELDS:
         values = [r[name] for r in per_rank if r[name] == r[name]]
         mean[name] = sum(values) / len(values) if values else float("nan")
-    starvation = [r["starvation"] if r["starvation"] == r["starvation"] else 0.0 for r in per_rank]
+    starvation = [nan_to_zero(r["starvation"]) for r in per_rank]
     slowest = max(range(len(starvation)), key=lambda i: (starvation[i], -i))
     return RankAggregate(per_rank=per_rank, mean=mean, slowest_rank=slowest, slowest_starvation=starvation[slowest])
 
@@ -104,20 +104,25 @@ class Stragglers:
     collective_wait_ms: list[float]
 
 
+def nan_to_zero(value: float) -> float:
+    """``value``, or 0.0 where it is NaN (a field this rank did not measure)."""
+    return 0.0 if value != value else value
+
+
 def _data_wait(row: dict[str, float]) -> float:
-    return sum(row[key] if row[key] == row[key] else 0.0 for key in ("fetch_ms", "transfer_ms"))
+    return nan_to_zero(row["fetch_ms"]) + nan_to_zero(row["transfer_ms"])
 
 
 def find_stragglers(run: RankAggregate) -> Stragglers:
     """The straggler view of a run's per-rank rows (per rank and per node)."""
     waits = [_data_wait(row) for row in run.per_rank]
-    fetches = [row["fetch_ms"] if row["fetch_ms"] == row["fetch_ms"] else 0.0 for row in run.per_rank]
+    fetches = [nan_to_zero(row["fetch_ms"]) for row in run.per_rank]
     median = statistics.median(fetches)
     skew = max(fetches) / median if median > 0 else (1.0 if max(fetches) == 0 else float("inf"))
     slowest = max(range(len(waits)), key=lambda i: (waits[i], -i))
     nodes: dict[int, list[float]] = {}
     for row, wait in zip(run.per_rank, waits):
-        nodes.setdefault(int(row["node_rank"]) if row["node_rank"] == row["node_rank"] else 0, []).append(wait)
+        nodes.setdefault(int(nan_to_zero(row["node_rank"])), []).append(wait)
     per_node = {node: sum(values) / len(values) for node, values in sorted(nodes.items())}
     slowest_node = max(per_node, key=lambda node: (per_node[node], -node))
     return Stragglers(fetch_skew=skew, slowest_rank=slowest, slowest_node=slowest_node, per_node_wait_ms=per_node,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stoker.profiling.ranks import RankAggregate, find_stragglers
+from stoker.profiling.ranks import RankAggregate, find_stragglers, nan_to_zero
 
 # Starvation at or above this is input-bound; below COMPUTE_BOUND the device is fed.
 INPUT_BOUND = 0.20
@@ -137,12 +137,12 @@ def _cpu_ms_per_sample(loader: LoaderInfo, fetch_ms: float, other_ms: float) -> 
 
 
 def _worst(run: RankAggregate) -> float:
-    return max(_z(r["fetch_max_ms"]) for r in run.per_rank)
+    return max(nan_to_zero(r["fetch_max_ms"]) for r in run.per_rank)
 
 
 def _spiky(run: RankAggregate) -> bool:
     slow = run.per_rank[run.slowest_rank]
-    return _z(slow["fetch_max_ms"]) > 4 * max(slow["fetch_ms"], 1.0)
+    return nan_to_zero(slow["fetch_max_ms"]) > 4 * max(slow["fetch_ms"], 1.0)
 
 
 def headroom(run: RankAggregate) -> float:
@@ -191,10 +191,10 @@ def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[f
         f"  steady-state steps per rank: {steps} on {world} rank(s)",
         f"  loading speed (steady state): {total_sps:.1f} samples/s over all ranks "
         f"({mean['samples_per_s']:.1f} per rank)",
-        f"  starvation ({kind}): {100 * _z(mean['starvation']):.1f}% mean, "
+        f"  starvation ({kind}): {100 * nan_to_zero(mean['starvation']):.1f}% mean, "
         f"{100 * run.slowest_starvation:.1f}% on the slowest rank (rank {run.slowest_rank})",
         f"  per step: fetch wait {mean['fetch_ms']:.2f} ms, {_transfer_label(loader)} {mean['transfer_ms']:.2f} ms, "
-        f"step {mean['step_ms']:.2f} ms (fetch fraction {100 * _z(mean['fetch_fraction']):.1f}%)",
+        f"step {mean['step_ms']:.2f} ms (fetch fraction {100 * nan_to_zero(mean['fetch_fraction']):.1f}%)",
     ]
     if first_batch_s:
         shown = ", ".join(f"{s:.3f}" for s in first_batch_s[:8]) + (", ..." if len(first_batch_s) > 8 else "")
@@ -229,8 +229,6 @@ def _transfer_label(loader: LoaderInfo) -> str:
 
 def mean_of(run: RankAggregate, key: str, rank: int) -> float:
     """One rank's value of a field (0 when missing or NaN)."""
-    return _z(run.per_rank[rank].get(key, 0.0))
+    return nan_to_zero(run.per_rank[rank].get(key, 0.0))
 
 
-def _z(value: float) -> float:
-    return 0.0 if value != value else value

@@ -1,7 +1,8 @@
 """How a split is cut into one share per rank: counts, padding, and what the padding repeats.
 
 Pure arithmetic, the one place it is written: every stoker sampler, the DALI reader's file lists
-and the streamed text batches take each rank's share from :class:`ShardPlan`.
+and the streamed text batches take each rank's share from :class:`ShardPlan`, and the streams
+deal a rank's batches over its loader workers with :func:`worker_batches`.
 
 Three modes:
 
@@ -137,3 +138,17 @@ class ShardPlan:
         if len(items) != self.num_samples:
             raise ValueError(f"the plan is for {self.num_samples} items, got {len(items)}")
         return [items[p] for p in self.positions(rank)]
+
+
+def worker_batches(num_batches: int, worker: int, workers: int) -> int:
+    """Batches loader worker ``worker`` of ``workers`` yields when a rank's ``num_batches`` are dealt round-robin.
+
+    The DataLoader asks worker ``w`` for batches ``w, w + W, ...``, so the first ``num_batches % W``
+    workers get one more.
+
+    Raises:
+        ValueError: ``worker`` outside ``[0, workers)``.
+    """
+    if not 0 <= worker < workers:
+        raise ValueError(f"worker must be in [0, {workers}), got {worker}")
+    return num_batches // workers + (1 if worker < num_batches % workers else 0)

@@ -237,3 +237,15 @@ def test_two_processes_get_equal_steps_and_disjoint_complete_rows(tmp_path: Path
             everything = set(result[name]["all_rows"])
             assert seen[0] | seen[1] <= everything
             assert len(everything - (seen[0] | seen[1])) == result[name]["left_out"], f"{name}: complete"
+
+
+def test_a_stream_skips_and_counts_chats_truncated_before_their_answer(tmp_path: Path) -> None:
+    # Only the map-style module dropped them; streamed, such rows trained with no target at all.
+    chat = [{"role": "user", "content": "what is a fox"}, {"role": "assistant", "content": "a quick brown animal"}]
+    long_chat = [{"role": "user", "content": "tell " * 80}, {"role": "assistant", "content": "no"}]
+    data = write_jsonl(tmp_path / "s" / "chats.jsonl", [{"messages": chat}, {"messages": long_chat}] * 4)
+    dm = make(tmp_path, data.parent, task="sft", chat_template=TEMPLATE, packing="none", max_length=64,
+              batch_size=1, streaming=True, rows_per_epoch=8)
+    batches = list(dm.train_dataloader())
+    assert batches and all((b["labels"] != -100).any() for b in batches), "every row has something to learn"
+    assert dm.datasets["train"].skipped.get("assistant truncated", 0) >= 1
