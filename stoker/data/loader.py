@@ -14,11 +14,27 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data.seeds import WorkerSeeding, derive_seed
 from stoker.samplers.distributed import ResumableDistributedSampler
+
+
+MAX_WORKERS = 256  # loader workers a stoker stream keeps shared counters for
+
+
+def worker_slot() -> tuple[int, int]:
+    """``(this worker's id, the loader's workers)``; ``(0, 1)`` in the main process.
+
+    Raises:
+        ValueError: More workers than the streams' shared counters hold (:data:`MAX_WORKERS`).
+    """
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    if worker >= MAX_WORKERS:
+        raise ValueError(f"a stoker stream supports at most {MAX_WORKERS} loader workers, got {workers}")
+    return worker, workers
 
 
 def available_cores() -> int:

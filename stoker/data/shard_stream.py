@@ -51,22 +51,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
+from stoker.data.loader import MAX_WORKERS, worker_slot
 from stoker.data.seeds import derive_seed
-from stoker.data.shards import allow_plain_http
+from stoker.data.shards import allow_plain_http, is_remote
 from stoker.samplers.shard_plan import ShardPlan, worker_batches
 
-MAX_WORKERS = 256  # slots of the shared per-worker epoch counters
 INDEX_WAIT_S = 60.0  # how long a process waits for another one's download of a remote split's index.json
 
 
-def _worker() -> tuple[int, int]:
-    info = get_worker_info()
-    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    if worker >= MAX_WORKERS:
-        raise ValueError(f"a shard stream supports at most {MAX_WORKERS} loader workers, got {workers}")
-    return worker, workers
 
 
 class _EpochCounter:
@@ -77,7 +71,7 @@ class _EpochCounter:
 
     @property
     def value(self) -> int:
-        return max(0, int(self.counts[_worker()[0]]) - 1)
+        return max(0, int(self.counts[worker_slot()[0]]) - 1)
 
 
 class _LitdataSplit(IterableDataset):
@@ -132,7 +126,7 @@ class _LitdataSplit(IterableDataset):
                     break
                 except ValueError as error:
                     # Another process holds the lock of the cached index.json (see the module notes).
-                    remote = "://" in self.location
+                    remote = is_remote(self.location)
                     if not (remote and "index.json" in str(error)) or time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
@@ -199,7 +193,7 @@ class ShardStream(_LitdataSplit):
     def __iter__(self) -> Iterator[Any]:
         # Not a generator: the epoch is claimed when the loader builds its iterator (torchdata restores the
         # state first, then calls iter), and the iterator is not the dataset, so torchdata saves the state.
-        worker, workers = _worker()
+        worker, workers = worker_slot()
         quota, resume, self._resume = self.quota(worker, workers), self._resume, None
         if resume is not None:
             # A worker that had handed out its whole share yields nothing more this epoch (the other workers may
@@ -241,7 +235,7 @@ class ShardStream(_LitdataSplit):
 
     def state_dict(self) -> dict[str, Any]:
         """``{epoch, yielded}`` of this worker (or, in the main process, the next epoch to start) and the settings."""
-        worker, workers = _worker()
+        worker, workers = worker_slot()
         if self._epoch >= 0:
             position = {"epoch": self._epoch, "yielded": self._yielded}
         else:  # the main process of a loader with workers: where the next epoch starts
@@ -254,7 +248,7 @@ class ShardStream(_LitdataSplit):
         Raises:
             ValueError: The state was saved with other settings or another number of workers.
         """
-        workers = _worker()[1]
+        workers = worker_slot()[1]
         for key, mine in [*((k, getattr(self, k)) for k in self.order_keys), ("workers", workers)]:
             if key in state and state[key] != mine and not (key == "workers" and int(state.get("yielded", 0)) == 0):
                 raise ValueError(f"cannot resume the shard stream of {self.location!r}: the checkpoint has {key}="
@@ -293,7 +287,7 @@ class ShardPass(_LitdataSplit):
     """
 
     def __iter__(self) -> Iterator[Any]:
-        worker, workers = _worker()
+        worker, workers = worker_slot()
         self._counts[worker] += 1
         return self._samples(workers)
 

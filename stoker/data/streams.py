@@ -37,22 +37,16 @@ from itertools import islice
 from typing import Any
 
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from stoker.data.hf import PROBLEMS
+from stoker.data.loader import MAX_WORKERS, worker_slot
 from stoker.data.seeds import derive_seed
 from stoker.samplers.shard_plan import worker_batches
 
-MAX_WORKERS = 256  # slots of the shared per-worker counters
 _EPOCH, _REPEATED = 0, 1  # counter columns; the skipped rows per problem follow
 
 
-def _worker() -> tuple[int, int]:
-    info = get_worker_info()
-    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    if worker >= MAX_WORKERS:
-        raise ValueError(f"a stoker stream supports at most {MAX_WORKERS} loader workers, got {workers}")
-    return worker, workers
 
 
 class _CountingStream(IterableDataset):
@@ -138,7 +132,7 @@ class FixedLengthStream(_CountingStream):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # Not a generator: the epoch is claimed when the loader builds its iterator, before any index is sent.
-        worker, workers = _worker()
+        worker, workers = worker_slot()
         quota, resume, self._resume = self.quota(worker, workers), self._resume, None
         counts = self._counts[worker]
         if resume is not None and 0 < int(resume["yielded"]) < quota:
@@ -212,7 +206,7 @@ class FixedLengthStream(_CountingStream):
 
     def state_dict(self) -> dict[str, Any]:
         """The cursor (epoch, pass, block, block start state, offset, yielded), the counters and the settings."""
-        worker, workers = _worker()
+        worker, workers = worker_slot()
         cursor = self._cursor or _Cursor(epoch=int(self._counts[worker, _EPOCH]))
         return {**asdict(cursor), "counts": self._counts[worker, 1:].tolist(), "workers": workers,
                 **{key: getattr(self, key) for key in self.order_keys}}
@@ -223,7 +217,7 @@ class FixedLengthStream(_CountingStream):
         Raises:
             ValueError: The state was saved with other settings or another number of workers.
         """
-        workers = _worker()[1]
+        workers = worker_slot()[1]
         for key, mine in [*((k, getattr(self, k)) for k in self.order_keys), ("workers", workers)]:
             if key in state and state[key] != mine:
                 raise ValueError(f"cannot resume this stream: the checkpoint has {key}={state[key]}, this run has "
@@ -243,7 +237,7 @@ class StreamPass(_CountingStream):
     """
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker = _worker()[0]
+        worker = worker_slot()[0]
         self._counts[worker, 1:] = 0
         return self._rows(worker)
 

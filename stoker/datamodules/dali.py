@@ -13,7 +13,7 @@ from stoker.data.folder import FolderIndex
 from stoker.data.loader import available_cores, local_world_size
 from stoker.data.media import IMAGE
 from stoker.datamodules.folder import ClassFolderDataModule
-from stoker.io.dali import DALIBatches, PipelineSpec, dali_unreadable
+from stoker.io.dali import DALIBatches, PipelineSpec, check_pipeline_args, dali_unreadable
 from stoker.samplers.distributed import ResumableDistributedSampler
 from stoker.samplers.shard_plan import ShardPlan
 from stoker.transforms.image import IMAGENET_MEAN, IMAGENET_STD
@@ -282,21 +282,7 @@ def _check_args(image_size: int, num_threads: int | None, hw_decoder_load: float
                 crop_pct: float, scale: tuple[float, float], ratio: tuple[float, float], hflip: float,
                 prefetch_queue_depth: int) -> None:
     # max_bad_fraction, verify and the fractions are checked by ClassFolderDataModule.
-    if image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size}")
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1 or None (the cores per rank), got {num_threads}")
-    if not 0.0 <= hw_decoder_load <= 1.0:
-        raise ValueError(f"hw_decoder_load is a share of the JPEGs in [0, 1], got {hw_decoder_load}")
     if decode_device not in _DECODE_DEVICES:
         raise ValueError(f"decode_device must be one of {_DECODE_DEVICES}, got {decode_device!r}")
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    if not 0.0 < scale[0] <= scale[1] <= 1.0:
-        raise ValueError(f"scale must be an area range 0 < low <= high <= 1, got {tuple(scale)}")
-    if not 0.0 < ratio[0] <= ratio[1]:
-        raise ValueError(f"ratio must be an aspect-ratio range 0 < low <= high, got {tuple(ratio)}")
-    if not 0.0 <= hflip <= 1.0:
-        raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
-    if prefetch_queue_depth < 1:
-        raise ValueError(f"prefetch_queue_depth must be >= 1, got {prefetch_queue_depth}")
+    check_pipeline_args(image_size, num_threads=num_threads, hw_decoder_load=hw_decoder_load, crop_pct=crop_pct,
+                        scale=scale, ratio=ratio, hflip=hflip, prefetch_queue_depth=prefetch_queue_depth)

@@ -29,6 +29,7 @@ from stoker.data.shards import (
     read_meta,
 )
 from stoker.datamodules.base import StokerDataModule
+from stoker.io.dali import check_pipeline_args
 from stoker.samplers.shard_plan import ShardPlan
 from stoker.transforms.image import IMAGENET_MEAN, IMAGENET_STD, AutoAugment, eval_transform, timm_input_config
 from stoker.transforms.image import train_transform as image_train_transform
@@ -306,6 +307,8 @@ class ShardedImageDataModule(ShardedDataModule):
             raise ValueError(f"decode must be 'cpu' (torchvision in the workers) or 'dali', got {decode!r}")
         if decode == "dali":
             require("dali", f"{type(self).__name__}(decode='dali')")
+        check_pipeline_args(image_size, num_threads=num_threads, hw_decoder_load=hw_decoder_load, crop_pct=crop_pct,
+                            scale=scale, ratio=ratio, hflip=hflip)
         super().__init__(source, cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options,
                          on_bad_sample=on_bad_sample, strict_fingerprint=strict_fingerprint, batch_size=batch_size,
                          num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
@@ -349,7 +352,8 @@ class ShardedImageDataModule(ShardedDataModule):
         spec = PipelineSpec(
             file_root="", files=(), train=split == "train", image_size=self.image_size,
             resize_shorter=int(round(self.image_size / self.crop_pct)), scale=self.scale, ratio=self.ratio,
-            hflip=self.hflip, device="mixed" if cuda else "cpu", device_id=root.index if cuda else None,
+            hflip=self.hflip, device="mixed" if cuda else "cpu",
+            device_id=(root.index if root.index is not None else torch.cuda.current_device()) if cuda else None,
             num_threads=self.num_threads or max(1, available_cores() // ranks_here), batch_size=self.batch_size,
             hw_decoder_load=self.hw_decoder_load, prefetch_queue_depth=1,
         )

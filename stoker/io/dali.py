@@ -35,6 +35,32 @@ _HOST_MEMORY_PADDING = 140_544_512
 ENCODED_INPUT = "encoded"
 
 
+
+def check_pipeline_args(image_size: int, *, num_threads: int | None, hw_decoder_load: float, crop_pct: float,
+                        scale: tuple[float, float], ratio: tuple[float, float], hflip: float,
+                        prefetch_queue_depth: int = 1) -> None:
+    """Refuse pipeline settings DALI would take and misuse, naming the argument and its range.
+
+    Raises:
+        ValueError: The first setting out of range.
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or None (the cores per rank), got {num_threads}")
+    if not 0.0 <= hw_decoder_load <= 1.0:
+        raise ValueError(f"hw_decoder_load is a share of the JPEGs in [0, 1], got {hw_decoder_load}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    if not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise ValueError(f"scale must be an area range 0 < low <= high <= 1, got {tuple(scale)}")
+    if not 0.0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must be an aspect-ratio range 0 < low <= high, got {tuple(ratio)}")
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"hflip is a probability in [0, 1], got {hflip}")
+    if prefetch_queue_depth < 1:
+        raise ValueError(f"prefetch_queue_depth must be >= 1, got {prefetch_queue_depth}")
+
 @dataclass(frozen=True)
 class PipelineSpec:
     """Everything that defines one DALI image pipeline except the shard and the seeds.

@@ -73,6 +73,9 @@ def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, sh
     ({"decode": "gpu"}, "decode must be 'cpu' .* or 'dali', got 'gpu'"),
     ({"on_bad_sample": "ignore"}, r"on_bad_sample must be one of \('raise', 'skip'\)"),
     ({"batch_size": 32}, r"training split has 29 samples, which gives each of 1 rank\(s\) no whole batch"),
+    ({"hflip": 2.0}, r"hflip is a probability in \[0, 1\], got 2.0"),
+    ({"num_threads": 0}, r"num_threads must be >= 1 or None"),
+    ({"crop_pct": 0.0}, r"crop_pct must be in \(0, 1\], got 0.0"),
 ])
 def test_bad_arguments_are_explained(shard_set: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
