@@ -18,7 +18,7 @@ with the CPU decoder to name the bad one(s) (key and shard): ``on_bad_sample="ra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -44,6 +44,8 @@ class ShardDALIBatches:
         on_bad_sample: ``"raise"`` or ``"skip"`` a sample DALI cannot decode.
         input_key: Key of the images in a batch.
         target_key: Key of the labels in a batch.
+        epoch_of: The epoch an iteration starts (the Trainer's ``current_epoch``, restored on resume);
+            ``None``: iterations are counted from 0.
     """
 
     # Lightning inspects a loader's ``sampler`` (it calls ``set_epoch`` on it) and ``batch_sampler``.
@@ -52,11 +54,12 @@ class ShardDALIBatches:
 
     def __init__(self, loader: Any, spec: PipelineSpec, locator: SampleLocator, *, seed: int, rank: int,
                  device: torch.device | None = None, on_bad_sample: BadSamplePolicy = "raise",
-                 input_key: str = "image", target_key: str = "label") -> None:
+                 input_key: str = "image", target_key: str = "label",
+                 epoch_of: Callable[[], int] | None = None) -> None:
         self.loader, self.spec, self.locator = loader, spec, locator
         self.seed, self.rank, self.device, self.on_bad_sample = seed, rank, device, on_bad_sample
-        self.input_key, self.target_key = input_key, target_key
-        self.epoch = 0  # iterations started (seeds the augmentation draws)
+        self.input_key, self.target_key, self.epoch_of = input_key, target_key, epoch_of
+        self.epoch = 0  # iterations started (seeds the augmentation draws without an epoch_of)
         self._pipe: Any = None
 
     def __len__(self) -> int:
@@ -72,6 +75,8 @@ class ShardDALIBatches:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
+        if self.epoch_of is not None:
+            epoch = self.epoch_of()  # a resumed run counts on from the checkpoint's epoch, not from 0
         seed = derive_seed(self.seed, "dali-shards", self.rank, epoch, bits=31)
         self._pipe = build_encoded_pipeline(self.spec, seed=seed)
         try:

@@ -359,7 +359,8 @@ class ShardedImageDataModule(ShardedDataModule):
         )
         return ShardDALIBatches(loader, spec, locator, seed=self.seed, rank=self.world()[1],
                                 device=root if cuda else None, on_bad_sample=self.on_bad_sample,
-                                input_key=self.input_key, target_key=self.target_key or "label")
+                                input_key=self.input_key, target_key=self.target_key or "label",
+                                epoch_of=(lambda: trainer.current_epoch) if trainer is not None else None)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

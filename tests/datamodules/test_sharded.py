@@ -233,3 +233,19 @@ def test_two_ranks_resume_exactly(tmp_path: Path, resume_data: Path, variant: st
 @pytest.mark.slow
 def test_an_epoch_end_checkpoint_resumes_on_the_next_epochs_order(tmp_path: Path, resume_data: Path) -> None:
     check_kill_and_resume(tmp_path, "resume_shards:cpu", resume_data, ranks=1, workers=2, at_epoch_end=True)
+
+
+def test_dali_shard_batches_seed_each_epoch_from_the_trainers_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wrapper counted its own iterations from 0, so a run resumed at epoch 3 replayed epoch 0's draws.
+    from stoker.data import shard_dali
+    from stoker.data.seeds import derive_seed
+
+    seeds: list[int] = []
+    monkeypatch.setattr(shard_dali, "build_encoded_pipeline", lambda spec, seed: seeds.append(seed))
+    epoch = {"now": 3}
+    batches = shard_dali.ShardDALIBatches([], None, None, seed=5, rank=1,  # type: ignore[arg-type]
+                                          epoch_of=lambda: epoch["now"])
+    list(batches)
+    epoch["now"] = 4
+    list(batches)
+    assert seeds == [derive_seed(5, "dali-shards", 1, 3, bits=31), derive_seed(5, "dali-shards", 1, 4, bits=31)]
