@@ -90,7 +90,8 @@ class Stragglers:
 
     Attributes:
         fetch_skew: Worst rank's fetch wait over the median rank's (1.0: balanced; NaN: no wait measured).
-        slowest_rank: The rank with the largest data wait (fetch + transfer) per step.
+        slowest_rank: The run's slowest rank (:attr:`RankAggregate.slowest_rank`, the most starved), so
+            every line of a summary names the same one.
         slowest_node: The node whose ranks wait longest for data, on average.
         per_node_wait_ms: Mean data wait per step of each node's ranks.
         collective_wait_ms: Per rank, the time it waits for the slowest rank's data in the all-reduce
@@ -119,11 +120,11 @@ def find_stragglers(run: RankAggregate) -> Stragglers:
     fetches = [nan_to_zero(row["fetch_ms"]) for row in run.per_rank]
     median = statistics.median(fetches)
     skew = max(fetches) / median if median > 0 else (1.0 if max(fetches) == 0 else float("inf"))
-    slowest = max(range(len(waits)), key=lambda i: (waits[i], -i))
+    slowest = run.slowest_rank
     nodes: dict[int, list[float]] = {}
     for row, wait in zip(run.per_rank, waits):
         nodes.setdefault(int(nan_to_zero(row["node_rank"])), []).append(wait)
     per_node = {node: sum(values) / len(values) for node, values in sorted(nodes.items())}
     slowest_node = max(per_node, key=lambda node: (per_node[node], -node))
     return Stragglers(fetch_skew=skew, slowest_rank=slowest, slowest_node=slowest_node, per_node_wait_ms=per_node,
-                      collective_wait_ms=[waits[slowest] - wait for wait in waits])
+                      collective_wait_ms=[max(0.0, waits[slowest] - wait) for wait in waits])
