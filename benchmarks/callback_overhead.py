@@ -37,8 +37,8 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stoker.callbacks import DataThroughputMonitor, StarvationMonitor  # noqa: E402
-from stoker.data.file_dataset import _TIMING, ImageFileDataset, SkippingCollate  # noqa: E402
-from stoker.profiling.attribution import PROFILE_KEY, LoadProfile  # noqa: E402
+from stoker.data.file_dataset import ImageFileDataset, SkippingCollate  # noqa: E402
+from stoker.profiling.attribution import ITEM_TIMING_KEY, PROFILE_KEY, LoadProfile, ProfiledCollate  # noqa: E402
 
 WARMUP = 10
 
@@ -145,8 +145,8 @@ def attribution_cost(batches: int = 200, batch: int = 32) -> tuple[float, float]
             Image.new("RGB", (16, 16), (i, 2 * i, 3 * i)).save(root / f"{i}.png")
         dataset = ImageFileDataset(root, [(f"{i}.png", i % 2) for i in range(batch)], None)
         items = [dataset[i] for i in range(batch)]
-    stripped = [{k: v for k, v in item.items() if k != _TIMING} for item in items]
-    collate = SkippingCollate(profile=True)  # as in a Trainer's training loader
+    stripped = [{k: v for k, v in item.items() if k != ITEM_TIMING_KEY} for item in items]
+    collate = ProfiledCollate(SkippingCollate())  # as in a Trainer's training loader
     start = time.perf_counter()
     for _ in range(batches):
         collate([dict(item) for item in items])

@@ -22,12 +22,11 @@ from torch.utils.data import Dataset, default_collate
 from stoker.data.seeds import reseed_worker
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip
 from stoker.io.image import ImageDecodeError, read_image
-from stoker.profiling.attribution import PROFILE_KEY, batch_profile
+from stoker.profiling.attribution import ITEM_TIMING_KEY
 
 BadSamplePolicy = Literal["raise", "skip"]
 BAD_SAMPLE_POLICIES: tuple[str, ...] = ("raise", "skip")
 SKIPPED_KEY = "skipped"
-_TIMING = "_timing"
 
 
 class SampleReadError(RuntimeError):
@@ -91,7 +90,7 @@ class FileDataset(Dataset):
         read = time.perf_counter()
         value = self.augment(decoded)
         # Stage times travel with the sample; SkippingCollate moves them into the batch's load profile.
-        return {self.key: value, "label": label, "index": index, _TIMING: (read - start, time.perf_counter() - read)}
+        return {self.key: value, "label": label, "index": index, ITEM_TIMING_KEY: (read - start, time.perf_counter() - read)}
 
     @property
     def labels(self) -> list[int]:
@@ -139,31 +138,23 @@ class AudioFileDataset(FileDataset):
 class SkippingCollate:
     """Collate the good items of a batch; list the skipped ones under ``batch["skipped"]`` as ``[path, reason]``.
 
-    With ``profile=True`` (the training loader a Trainer asks for) the items' stage times and the
-    collate's own go under ``batch["_load_profile"]`` (:mod:`stoker.profiling.attribution`), which the
-    DataModule takes out before the batch moves on.
+    Items' stage times (:data:`~stoker.profiling.attribution.ITEM_TIMING_KEY`) are dropped here unless
+    :class:`~stoker.profiling.attribution.ProfiledCollate` around it has taken them for the load profile.
 
     Raises:
         SampleReadError: Every item of the batch was unreadable.
     """
 
-    def __init__(self, *, profile: bool = False) -> None:
-        self.profile = profile
-
     def __call__(self, items: list[Any]) -> Any:
-        start = time.perf_counter()
         good = [item for item in items if not isinstance(item, BadSample)]
         bad = [item for item in items if isinstance(item, BadSample)]
         if not good:
             listed = "; ".join(f"{b.path}: {b.reason}" for b in bad)
             raise SampleReadError(f"every sample of a batch was unreadable ({listed}); the data changed since the "
                                   "check before training: restore the files or re-run with verify='decode'")
-        timings = [item.pop(_TIMING, (0.0, 0.0)) for item in good]
+        for item in good:
+            item.pop(ITEM_TIMING_KEY, None)
         batch = default_collate(good)
         if bad:
             batch[SKIPPED_KEY] = [[b.path, b.reason] for b in bad]
-        if self.profile:
-            batch[PROFILE_KEY] = batch_profile(collate_s=time.perf_counter() - start, read_s=[r for r, _ in timings],
-                                               transform_s=[t for _, t in timings],
-                                               index=[item.get("index", -1) for item in good])
         return batch

@@ -173,7 +173,7 @@ class ClassFolderDataModule(StokerDataModule):
     def train_dataloader(self) -> Any:
         # Stage times ride with the batches of a Trainer's loader only (the load profile).
         return self.make_loader(self.datasets["train"], train=True,
-                                collate_fn=SkippingCollate(profile=self.trainer is not None))
+                                collate_fn=self.profiled(SkippingCollate()))
 
     def val_dataloader(self) -> Any:
         return self.make_loader(self.datasets["val"], train=False, collate_fn=SkippingCollate())

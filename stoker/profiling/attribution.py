@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROFILE_KEY = "_load_profile"
+ITEM_TIMING_KEY = "_timing"  # an item's (read_s, transform_s), taken out by the collate
 _RESERVOIR = 20_000  # sample times kept for the p99 (the first ones; enough for a percentile)
 _SLOWEST = 10
 _PENDING: dict[str, float] = {}  # stage seconds of this process not yet shipped with a batch
@@ -60,16 +61,31 @@ class TimedStage:
 
 
 class ProfiledCollate:
-    """Wrap a collate function returning dict batches: its time and the pending stage times go with the batch."""
+    """Wrap a collate function returning dict batches: its time, the items' own and the pending stage times go with it.
+
+    Dict items that carry :data:`ITEM_TIMING_KEY` (file datasets) give up their read and transform
+    times here, before the wrapped collate sees them; other items (a skipped sample) are passed as they are.
+    """
 
     def __init__(self, collate: Callable[[Any], Any]) -> None:
         self.collate = collate
 
     def __call__(self, items: Any) -> Any:
         start = time.perf_counter()
+        read_s: list[float] = []
+        transform_s: list[float] = []
+        index: list[int] = []
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and ITEM_TIMING_KEY in item:
+                    read, transform = item.pop(ITEM_TIMING_KEY)
+                    read_s.append(read)
+                    transform_s.append(transform)
+                    index.append(int(item.get("index", -1)))
         batch = self.collate(items)
         if isinstance(batch, dict):
-            batch[PROFILE_KEY] = batch_profile(collate_s=time.perf_counter() - start)
+            batch[PROFILE_KEY] = batch_profile(collate_s=time.perf_counter() - start, read_s=read_s,
+                                               transform_s=transform_s, index=index)
         return batch
 
 
