@@ -20,10 +20,14 @@ demo: setup
 	$(BIN)/stoker fit --config recipes/quickstart.yaml
 	$(BIN)/stoker report --config recipes/quickstart.yaml --out reports/quickstart
 
+# pytest, ruff and mypy all run even when an earlier one fails, so one run shows every problem;
+# the target still fails at the end if any of them did.
 test: setup
-	$(BIN)/python -m pytest -q
-	$(BIN)/ruff check stoker tests examples benchmarks
-	$(BIN)/mypy stoker
+	@status=0; \
+	$(BIN)/python -m pytest -q || status=1; \
+	echo "ruff check stoker tests examples benchmarks"; $(BIN)/ruff check stoker tests examples benchmarks || status=1; \
+	echo "mypy stoker"; $(BIN)/mypy stoker || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache lightning_logs reports

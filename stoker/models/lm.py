@@ -32,9 +32,9 @@ def build_lm(model_name: str | None, *, task: LMTask, config: dict[str, Any] | N
                          "with model_type, for a randomly initialised model)")
     auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForCausalLM
     if model_name is not None:
-        options = {} if revision is None else {"revision": revision}
+        # revision=None is transformers' default ("main"); passed by name so the call types against every release.
         model = auto.from_pretrained(resolve_pretrained(model_name), attn_implementation=attn_implementation,
-                                     **options)
+                                     revision=revision or "main")
         model.train()  # from_pretrained returns eval mode, which Lightning would keep (no dropout in training)
         return model
     settings = dict(config or {})
