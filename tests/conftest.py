@@ -7,14 +7,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from tests.scripts.monitor_harness import VirtualClock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,6 +33,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Scan caches and other stoker caches go to a per-session temporary folder."""
     monkeypatch.setenv("STOKER_CACHE", str(tmp_path_factory.getbasetemp() / "stoker-cache"))
+
+
+@pytest.fixture
+def virtual_clock() -> Iterator[VirtualClock]:
+    """A clock that moves only by injected costs, read by the monitors during the test (timing tests never sleep).
+
+    Pass it as ``clock=`` to the paced harness (tests/scripts/monitor_harness.py) and sleep on it in test models.
+    """
+    from tests.scripts.monitor_harness import VirtualClock, virtual_time  # Lightning loads only where needed
+
+    with virtual_time(VirtualClock()) as clock:
+        yield clock
 
 
 def encode_image(array: np.ndarray, fmt: str = "JPEG", mode: str | None = None, **save: Any) -> bytes:

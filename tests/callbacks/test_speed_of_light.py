@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import lightning as L
@@ -13,19 +12,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from stoker.callbacks import MixUpCutMix, StarvationMonitor
 from stoker.callbacks.speed_of_light import SpeedOfLight
-from tests.scripts.monitor_harness import PacedBatches
+from tests.scripts.monitor_harness import PacedBatches, VirtualClock
 
 
 class SleepyModel(L.LightningModule):
-    """A linear model whose training step sleeps ``step_s`` (automatic optimization)."""
+    """A linear model whose training step sleeps ``step_s`` on ``clock`` (automatic optimization)."""
 
-    def __init__(self, step_s: float) -> None:
+    def __init__(self, step_s: float, clock: VirtualClock) -> None:
         super().__init__()
-        self.step_s = step_s
+        self.step_s, self.clock = step_s, clock
         self.layer = torch.nn.Linear(8, 2)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        time.sleep(self.step_s)
+        self.clock.sleep(self.step_s)
         return torch.nn.functional.cross_entropy(self.layer(batch["x"]), batch["y"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -35,10 +34,10 @@ class SleepyModel(L.LightningModule):
 class DeviceWorkData(L.LightningDataModule):
     """Paced batches (``delay_s`` each, no workers) whose ``on_after_batch_transfer`` costs ``device_s``."""
 
-    def __init__(self, num_batches: int, delay_s: float, device_s: float) -> None:
+    def __init__(self, num_batches: int, delay_s: float, device_s: float, clock: VirtualClock) -> None:
         super().__init__()
-        self.dataset = PacedBatches(num_batches, delay_s)
-        self.device_s = device_s
+        self.dataset = PacedBatches(num_batches, delay_s, clock=clock)
+        self.device_s, self.clock = device_s, clock
         self.fetched = 0
         self.device_calls = 0
 
@@ -52,7 +51,7 @@ class DeviceWorkData(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         self.device_calls += 1
-        time.sleep(self.device_s)
+        self.clock.sleep(self.device_s)
         return batch
 
 
@@ -62,28 +61,25 @@ def _trainer(callbacks: list[Any], max_epochs: int = 1) -> L.Trainer:
                      log_every_n_steps=4, num_sanity_val_steps=0)
 
 
-def test_replayed_step_equals_the_injected_step_time_with_device_work_inside() -> None:
+def test_replayed_step_equals_the_injected_step_time_with_device_work_inside(virtual_clock: VirtualClock) -> None:
+    # Costs are slept on a virtual clock that the monitor and the replay read: the figures are exact.
     step_s, device_s, delay_s = 0.06, 0.02, 0.04
-    data = DeviceWorkData(12, delay_s=delay_s, device_s=device_s)
+    data = DeviceWorkData(12, delay_s=delay_s, device_s=device_s, clock=virtual_clock)
     monitor = StarvationMonitor(speed_of_light_steps=4, speed_of_light_after=3, print_summary=False,
                                 summary_file=None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _trainer([monitor]).fit(SleepyModel(step_s), datamodule=data)
-    finally:
-        torch.set_num_threads(threads)
+    _trainer([monitor]).fit(SleepyModel(step_s, virtual_clock), datamodule=data)
     result = monitor.speed_of_light.result
     assert result is not None and result.steps == 4 and result.samples == 4 * 4
     truth = step_s + device_s  # normalization-like device work is part of the replayed step
-    assert abs(result.step_s - truth) / truth < 0.05, f"replayed {result.step_s * 1e3:.1f} ms, injected {truth * 1e3}"
+    assert result.step_s == pytest.approx(truth), f"replayed {result.step_s * 1e3:.1f} ms, injected {truth * 1e3}"
     assert data.fetched == 12  # the replay never touched the loader
     assert data.device_calls == 12 + 4  # the device work ran again on each kept batch
     # Measured: fetch 40 + device 20 + step 60 ms per batch; loading free: 80 ms, so 1.5x the samples/s.
     assert monitor.final is not None
+    assert monitor.final.mean["samples_per_s"] == pytest.approx(4 / (delay_s + truth))
+    assert monitor.final.mean["speed_of_light_samples_per_s"] == pytest.approx(4 / truth)
     ratio = monitor.final.mean["speed_of_light_samples_per_s"] / monitor.final.mean["samples_per_s"]
-    expected = (delay_s + truth) / truth
-    assert abs(ratio - expected) / expected < 0.15, f"speed of light {ratio:.2f}x the measured rate, not {expected}x"
+    assert ratio == pytest.approx((delay_s + truth) / truth)
     assert monitor.summary is not None and "speed of light (4 steps replayed" in monitor.summary
     assert "headroom" in monitor.summary
 

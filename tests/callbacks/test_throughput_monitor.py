@@ -1,4 +1,8 @@
-"""DataThroughputMonitor: samples and tokens counted as the DataModule says, validation excluded, resume."""
+"""DataThroughputMonitor: samples and tokens counted as the DataModule says, validation excluded, resume.
+
+Where a test checks a rate or a time, the costs are slept on a virtual clock that the monitor reads
+(the ``virtual_clock`` fixture), so the figures are exact on any machine load.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stoker.callbacks import DataThroughputMonitor
-from tests.scripts.monitor_harness import ListLogger, PacedModel, paced_loader, run_paced
+from tests.scripts.monitor_harness import ListLogger, PacedModel, VirtualClock, paced_loader, run_paced
 
 
 class TokenBatches(Dataset):
-    """Whole token batches: 4 rows of length 10, of which 6 are real tokens (40% padding)."""
+    """Whole token batches: 4 rows of length 10, of which 6 are real tokens (40% padding), each costing ``delay_s``."""
 
-    def __init__(self, num_batches: int, delay_s: float = 0.0) -> None:
+    def __init__(self, num_batches: int, delay_s: float = 0.0, clock: Any = time) -> None:
         self.num_batches = num_batches
         self.delay_s = delay_s
+        self.clock = clock
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self.delay_s:
-            time.sleep(self.delay_s)
+            self.clock.sleep(self.delay_s)
         mask = torch.zeros(4, 10, dtype=torch.long)
         mask[:, :6] = 1
         return {"input_ids": torch.randint(0, 50, (4, 10)), "attention_mask": mask}
@@ -35,15 +40,17 @@ class TokenBatches(Dataset):
 class TokenDataModule(L.LightningDataModule):
     """Describes its batches the way stoker DataModules do (``batch_size_of``, ``token_counts``)."""
 
-    def __init__(self, num_batches: int, val_batches: int = 0, val_delay_s: float = 0.0) -> None:
+    def __init__(self, num_batches: int, val_batches: int = 0, val_delay_s: float = 0.0, train_delay_s: float = 0.0,
+                 clock: Any = time) -> None:
         super().__init__()
         self.num_batches, self.val_batches, self.val_delay_s = num_batches, val_batches, val_delay_s
+        self.train_delay_s, self.clock = train_delay_s, clock
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(TokenBatches(self.num_batches), batch_size=None)
+        return DataLoader(TokenBatches(self.num_batches, self.train_delay_s, self.clock), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(TokenBatches(self.val_batches, self.val_delay_s), batch_size=None)
+        return DataLoader(TokenBatches(self.val_batches, self.val_delay_s, self.clock), batch_size=None)
 
     def batch_size_of(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["input_ids"].shape[0])
@@ -94,33 +101,36 @@ def test_tokens_are_counted_by_the_datamodule(capsys: pytest.CaptureFixture[str]
     assert "stoker DataThroughputMonitor summary" in out and "padding 40.0%" in out
 
 
-def test_samples_per_second_cannot_beat_the_injected_costs() -> None:
+def test_samples_per_second_equal_the_injected_costs(virtual_clock: VirtualClock) -> None:
     monitor = DataThroughputMonitor(window_size=4, print_summary=False)
-    run_paced(0.02, 0.02, num_batches=9, callbacks=[monitor], log_every_n_steps=4)
+    run_paced(0.02, 0.02, num_batches=9, callbacks=[monitor], log_every_n_steps=4, clock=virtual_clock)
     assert monitor.totals["samples"] == 36  # a plain DataLoader: the first tensor's leading dimension
-    rate = monitor.history[-1]["throughput/samples_per_sec"]
-    # Every iteration sleeps at least 40 ms for 4 samples: at most 100 samples/s.
-    assert 0 < rate <= 100.0
+    # Every iteration costs 20 ms of fetch and 20 ms of step for 4 samples: 100 samples/s, 25 batches/s.
+    assert [m["throughput/samples_per_sec"] for m in monitor.history] == [pytest.approx(100.0)] * 2
+    assert monitor.history[-1]["throughput/batches_per_sec"] == pytest.approx(25.0)
+    assert monitor.totals["time_s"] == pytest.approx(9 * 0.04)
 
 
-def test_validation_time_is_excluded() -> None:
+def test_validation_time_is_excluded(virtual_clock: VirtualClock) -> None:
     monitor = DataThroughputMonitor(print_summary=False)
     trainer = _trainer(monitor, logger=False, max_epochs=2, limit_val_batches=2)
-    started = time.perf_counter()
-    trainer.fit(TokenModel(), datamodule=TokenDataModule(num_batches=4, val_batches=2, val_delay_s=0.2))
-    wall = time.perf_counter() - started
-    # Two validation epochs sleep 0.8 s in total; the training clock must not contain them.
-    assert monitor.totals["time_s"] <= wall - 0.8
+    data = TokenDataModule(num_batches=4, val_batches=2, val_delay_s=0.2, train_delay_s=0.01, clock=virtual_clock)
+    trainer.fit(TokenModel(), datamodule=data)
+    # Two epochs of 4 training batches cost 10 ms each; the 0.8 s of validation must not be on the training clock.
+    assert virtual_clock.now == pytest.approx(2 * 4 * 0.01 + 2 * 2 * 0.2)
+    assert monitor.totals["time_s"] == pytest.approx(2 * 4 * 0.01)
 
 
-def test_totals_resume_from_state_dict() -> None:
+def test_totals_resume_from_state_dict(virtual_clock: VirtualClock) -> None:
     first = DataThroughputMonitor(print_summary=False)
-    _trainer(first, logger=False).fit(TokenModel(), datamodule=TokenDataModule(num_batches=3))
+    data = TokenDataModule(num_batches=3, train_delay_s=0.01, clock=virtual_clock)
+    _trainer(first, logger=False).fit(TokenModel(), datamodule=data)
+    assert first.totals["time_s"] == pytest.approx(3 * 0.01)
     resumed = DataThroughputMonitor(print_summary=False)
     resumed.load_state_dict(first.state_dict())
-    _trainer(resumed, logger=False).fit(TokenModel(), datamodule=TokenDataModule(num_batches=3))
+    _trainer(resumed, logger=False).fit(TokenModel(), datamodule=data)
     assert resumed.totals["batches"] == 6 and resumed.totals["real_tokens"] == 6 * 24
-    assert resumed.totals["time_s"] > first.totals["time_s"]
+    assert resumed.totals["time_s"] == pytest.approx(6 * 0.01)  # the clock continues from the checkpointed time
 
 
 def test_checkpoint_carries_the_totals(tmp_path: Any) -> None:

@@ -5,8 +5,6 @@ Each test pins one place where litdata alone falls short (see stoker/data/shard_
 
 from __future__ import annotations
 
-import threading
-import time
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import pytest
 
 pytest.importorskip("litdata")
 
+from stoker.data import shard_stream  # noqa: E402
 from stoker.data.loader import build_loader  # noqa: E402
 from stoker.data.shard_stream import ShardPass, ShardStream, StreamPosition  # noqa: E402
 from stoker.data.shards import allow_plain_http  # noqa: E402
@@ -144,8 +143,8 @@ def test_plain_http_endpoints_are_allowed_for_litdata(monkeypatch: pytest.Monkey
     assert downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] is True
 
 
-def test_a_worker_waits_for_another_ones_download_of_a_remote_index(s3_server: str, shard_set: Path,
-                                                                     tmp_path: Path) -> None:
+def test_a_worker_waits_for_another_ones_download_of_a_remote_index(s3_server: str, shard_set: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Workers share the cache; litdata gave a worker 1 s to wait for the lock of the index.json another
     # was downloading, then failed with "doesn't contain any index.json file" (seen on a loaded machine).
     import boto3
@@ -159,13 +158,32 @@ def test_a_worker_waits_for_another_ones_download_of_a_remote_index(s3_server: s
     allow_plain_http()
     lock = FileLock(str(Path(_try_create_cache_dir(location, cache)) / "index.json.lock"), thread_local=False)
     lock.acquire()  # as a worker downloading the index would hold it
-    releaser = threading.Timer(2.5, lock.release)
-    releaser.start()
+    other = ReleaseOnRetry(lock)
+    monkeypatch.setattr(shard_stream, "time", other)
     try:
-        started = time.monotonic()
         stream = ShardStream(location, itemgetter("index"), num_samples=TRAIN, rank=0, num_replicas=1,
                              batch_size=BATCH, seed=3, cache_dir=cache)
         assert len(stream.dataset(1)) == TRAIN - TRAIN % BATCH  # training drops the partial batch
-        assert time.monotonic() - started >= 2.0, "the index was read after the other download let go"
+        assert other.retries == 1, "the index was read after the other download let go, on the first retry"
     finally:
-        releaser.join()
+        if lock.is_locked:
+            lock.release()
+
+
+class ReleaseOnRetry:
+    """Stands in for ``time`` in shard_stream: the other download lets go of the lock during the first retry's sleep.
+
+    Its seconds pass only by those sleeps, so the retry deadline is reached by retries, not by a loaded machine.
+    """
+
+    def __init__(self, lock: Any) -> None:
+        self.lock, self.retries, self.now = lock, 0, 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.retries += 1
+        self.now += seconds
+        if self.lock.is_locked:
+            self.lock.release()

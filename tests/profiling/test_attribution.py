@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,12 @@ import torch
 from torch.utils.data import get_worker_info
 
 from stoker.callbacks import StarvationMonitor
+from stoker.data import file_dataset
 from stoker.datamodules import ImageFolderDataModule
 from stoker.profiling.attribution import PROFILE_KEY, LoadProfile, attribution_lines
 from tests.callbacks.test_starvation_monitor import ImageProbe
 from tests.conftest import encode_image, natural_image
+from tests.scripts.monitor_harness import VirtualClock
 
 
 def test_profile_sums_stages_per_worker_and_keeps_the_slowest_samples() -> None:
@@ -38,26 +39,34 @@ def test_profile_sums_stages_per_worker_and_keeps_the_slowest_samples() -> None:
     assert attribution_lines({}) == []
 
 
-class SlowOnWorker:
-    """A transform that adds ``delay_s`` on one DataLoader worker: the slow worker to find."""
+class VirtualCosts:
+    """The train transform, charging a virtual clock: ``worker_s`` per sample on one DataLoader worker (the
+    slow worker to find) and ``large_s`` per image of more than 32 x 32 pixels (the slow file to find)."""
 
-    def __init__(self, transform: Any, worker: int, delay_s: float) -> None:
-        self.transform, self.worker, self.delay_s = transform, worker, delay_s
+    def __init__(self, transform: Any, clock: VirtualClock, worker: int, worker_s: float, large_s: float) -> None:
+        self.transform, self.clock, self.worker = transform, clock, worker
+        self.worker_s, self.large_s = worker_s, large_s
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         info = get_worker_info()
         if info is not None and info.id == self.worker:
-            time.sleep(self.delay_s)
+            self.clock.sleep(self.worker_s)
+        if image.shape[-2] * image.shape[-1] > 32 * 32:
+            self.clock.sleep(self.large_s)
         return self.transform(image)
 
 
-def test_the_slowest_worker_and_file_are_named(image_tree: Any) -> None:
+def test_the_slowest_worker_and_file_are_named(image_tree: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The file dataset times each sample on a virtual clock that only the injected costs move. The forked
+    # workers inherit the patch, each with its own copy of the clock: exact figures whatever the load.
+    clock = VirtualClock()
+    monkeypatch.setattr(file_dataset, "time", clock)
     root = image_tree({"a": 12, "b": 12}, size=(20, 24), fmt="PNG")
-    big = root / "a" / "a_big.png"  # a 1600 x 1600 PNG decodes tens of times slower than the 20 x 24 ones
-    big.write_bytes(encode_image(natural_image(np.random.default_rng(1), 1600, 1600), "PNG"))
+    big = root / "a" / "a_big.png"
+    big.write_bytes(encode_image(natural_image(np.random.default_rng(1), 64, 64), "PNG"))
     dm = ImageFolderDataModule(root, batch_size=5, num_workers=2, persistent_workers=False, image_size=16,
                                val_fraction=0.0)
-    dm.train_transform = SlowOnWorker(dm.train_transform, worker=1, delay_s=0.01)
+    dm.train_transform = VirtualCosts(dm.train_transform, clock, worker=1, worker_s=0.01, large_s=0.05)
     monitor = StarvationMonitor(print_summary=False, summary_file=None)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor],
@@ -66,9 +75,15 @@ def test_the_slowest_worker_and_file_are_named(image_tree: Any) -> None:
     profile = monitor.load_profile
     assert set(profile["workers"]) == {0, 1}
     assert sum(w["samples"] for w in profile["workers"].values()) == 25  # every training sample, once
-    slow, fast = profile["workers"][1], profile["workers"][0]
-    assert slow["transform_ms_per_sample"] > fast["transform_ms_per_sample"] + 8
-    assert profile["slowest"][0]["path"] == "a/a_big.png"
+    slowest = profile["slowest"][0]
+    assert slowest["path"] == "a/a_big.png"
+    big_worker = 1 if slowest["ms"] == pytest.approx(60.0) else 0  # 50 ms large image (+10 ms on worker 1)
+    assert slowest["ms"] == pytest.approx(50.0 + 10.0 * big_worker)
+    assert [s["ms"] for s in profile["slowest"][1:]] == [pytest.approx(10.0)] * 9  # worker 1's other samples
+    for worker, figures in profile["workers"].items():
+        large = 50.0 / figures["samples"] if worker == big_worker else 0.0
+        assert figures["transform_ms_per_sample"] == pytest.approx(10.0 * worker + large), worker
+        assert figures["read_ms_per_sample"] == 0.0  # the decode itself costs no virtual time
     assert monitor.summary is not None
     assert "slowest: worker 1" in monitor.summary and "a/a_big.png" in monitor.summary
     assert "stoker scan" in monitor.summary

@@ -1,4 +1,7 @@
-"""Every fit writes a run summary into its log directory; ``stoker compare`` says what changed and by how much."""
+"""Every fit writes a run summary into its log directory; ``stoker compare`` says what changed and by how much.
+
+The paced runs sleep their costs on a virtual clock that the monitor reads, so the compared figures are exact.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +14,40 @@ from lightning.pytorch.loggers import CSVLogger
 from stoker.callbacks import StarvationMonitor
 from stoker.commands import compare
 from stoker.profiling.run_summary import SUMMARY_NAME, compare_runs, format_comparison, read_run_summary
-from tests.scripts.monitor_harness import run_paced
+from tests.scripts.monitor_harness import VirtualClock, run_paced
 
 
-def _run(folder: Path, delay_s: float) -> Path:
+def _run(folder: Path, delay_s: float, clock: VirtualClock) -> Path:
     monitor = StarvationMonitor(print_summary=False)
-    trainer = run_paced(delay_s, 0.01, num_batches=8, callbacks=[monitor], logger=CSVLogger(folder, name="run"))
+    trainer = run_paced(delay_s, 0.01, num_batches=8, callbacks=[monitor], logger=CSVLogger(folder, name="run"),
+                        clock=clock)
     assert monitor.summary_path is not None
     path = Path(monitor.summary_path)
     assert path.parent == Path(trainer.log_dir) and path.name == SUMMARY_NAME
     return path
 
 
-def test_a_fit_writes_its_summary_and_two_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    slow = _run(tmp_path / "slow", 0.03)
-    fast = _run(tmp_path / "fast", 0.0)
+def test_a_fit_writes_its_summary_and_two_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  virtual_clock: VirtualClock) -> None:
+    slow = _run(tmp_path / "slow", 0.03, virtual_clock)
+    fast = _run(tmp_path / "fast", 0.0, virtual_clock)
     summary = read_run_summary(tmp_path / "slow")  # a folder: the summary below it
     assert summary == json.loads(slow.read_text())
     assert {"torch", "lightning", "python"} <= set(summary["versions"])
     assert summary["hardware"]["world_size"] == 1 and summary["loader"]["num_workers"] == 0
     figures = summary["figures"]
     assert figures["verdict"] == "input-bound" and figures["steady_steps"] == 7
-    assert figures["fetch_ms"] > 25 and len(figures["per_rank"]) == 1 and len(figures["epoch_startup_s"]) == 1
+    assert figures["fetch_ms"] == pytest.approx(30.0)
+    assert len(figures["per_rank"]) == 1 and len(figures["epoch_startup_s"]) == 1
 
     result = compare_runs(summary, read_run_summary(fast))
     by_name = {name: (left, right, ratio, better) for name, left, right, ratio, better in result["figures"]}
-    assert by_name["fetch_ms"][3] is True and by_name["fetch_ms"][2] < 0.2  # the wait is gone
-    assert by_name["samples_per_s"][3] is True and by_name["samples_per_s"][2] > 2
-    assert by_name["starvation"][3] is True
+    assert by_name["fetch_ms"] == (pytest.approx(30.0), pytest.approx(0.0, abs=1e-9), pytest.approx(0.0, abs=1e-9),
+                                   True)  # the wait is gone
+    # 4 samples per 40 ms step, then per 10 ms step: 4x the rate.
+    assert by_name["samples_per_s"] == (pytest.approx(100.0), pytest.approx(400.0), pytest.approx(4.0), True)
+    assert by_name["starvation"] == (pytest.approx(0.75), pytest.approx(0.0, abs=1e-9), pytest.approx(0.0, abs=1e-9),
+                                     True)
 
     changed = json.loads(fast.read_text())
     changed["loader"]["num_workers"] = 4

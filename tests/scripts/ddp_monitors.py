@@ -1,6 +1,8 @@
 """Real 2-process CPU DDP (gloo) run of both monitors; rank 0 writes what they reported.
 
-Rank 1's batches cost more than rank 0's, so rank 1 must be named the slowest.
+Rank 1's batches cost more than rank 0's, so rank 1 must be named the slowest. Each rank sleeps its
+costs on its own virtual clock, which its monitors read (tests/scripts/monitor_harness.py): the figures
+are exact however long the real run takes.
 Usage: python ddp_monitors.py --out OUT.json [--delay0 S] [--delay1 S] [--step S]
 """
 
@@ -17,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from stoker.callbacks import DataThroughputMonitor, StarvationMonitor  # noqa: E402
 from tests.scripts.ddp_common import ddp_trainer
-from tests.scripts.monitor_harness import PacedModel, paced_loader  # noqa: E402
+from tests.scripts.monitor_harness import PacedModel, VirtualClock, paced_loader, virtual_time  # noqa: E402
 
 
 def main() -> None:
@@ -28,11 +30,12 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=0.02)
     args = parser.parse_args()
     torch.set_num_threads(1)  # two ranks on a small machine: see monitor_harness.run_paced
-    starvation = StarvationMonitor()
-    throughput = DataThroughputMonitor(window_size=3)
-    trainer = ddp_trainer(num_sanity_val_steps=2, log_every_n_steps=4, callbacks=[throughput, starvation])
-    loader = paced_loader(16, args.delay0, delay_by_rank={1: args.delay1})
-    trainer.fit(PacedModel(args.step), loader)
+    with virtual_time(VirtualClock()) as clock:
+        starvation = StarvationMonitor()
+        throughput = DataThroughputMonitor(window_size=3)
+        trainer = ddp_trainer(num_sanity_val_steps=2, log_every_n_steps=4, callbacks=[throughput, starvation])
+        loader = paced_loader(16, args.delay0, delay_by_rank={1: args.delay1}, clock=clock)
+        trainer.fit(PacedModel(args.step, clock), loader)
     if trainer.global_rank == 0:
         assert starvation.final is not None
         result = {
