@@ -10,8 +10,6 @@ import argparse
 import json
 import sys
 
-from stoker.profiling.run_summary import compare_runs, format_comparison, read_run_summary
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``stoker compare``."""
@@ -26,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run ``stoker compare``; returns 2 when a summary cannot be read."""
     args = build_parser().parse_args(argv)
+    # stoker.profiling imports torch on the way; `stoker compare --help` answers without it.
+    from stoker.profiling.run_summary import compare_runs, format_comparison, read_run_summary
+
     try:
         result = compare_runs(read_run_summary(args.a), read_run_summary(args.b))
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as err:

@@ -18,18 +18,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stoker.data.folder import printable
-from stoker.data.loader import available_cores
-from stoker.data.shard_pack import PackPlan, write_shard_set
-from stoker.data.shards import ShardFormatError
+from stoker.commands._help import HelpFormatter
+
+if TYPE_CHECKING:  # stoker.data imports torch; `stoker pack --help` answers without it
+    from stoker.data.shard_pack import PackPlan
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``stoker pack``."""
     parser = argparse.ArgumentParser(prog="stoker pack", description="Pack an image or audio class-folder tree into "
-                                     "litdata shard sets (encoded bytes, one per split) for streaming.")
+                                     "litdata shard sets (encoded bytes, one per split) for streaming.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("root", help="class-folder tree: root/<class>/<file> or root/train|val|test/<class>/<file>")
     parser.add_argument("--out", required=True, help="output folder or s3://, gs://, r2:// URL")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the packing order")
@@ -43,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", choices=("decode", "none"), default="decode",
                         help="decode every file once before packing (cached) and leave out the bad ones")
     parser.add_argument("--max-bad-fraction", type=float, default=0.01, help="error above this share of bad files")
-    parser.add_argument("--workers", type=int, default=available_cores(), help="packing processes (default: the "
-                        "cores this process may use)")
+    parser.add_argument("--workers", type=int, help="packing processes (default: the cores this process may use)")
     parser.add_argument("--chunk-bytes", default="64MB", help="target size of a chunk file")
     parser.add_argument("--chunk-size", type=int, help="samples per chunk instead of --chunk-bytes")
     parser.add_argument("--part-size", type=int, default=50_000, help="samples per resumable part")
@@ -62,14 +62,14 @@ def _folder_module(args: argparse.Namespace, kind: str) -> Any:
                                   quarantine=args.quarantine, manifest=args.manifest, cache_dir=args.cache_dir,
                                   num_workers=0)
     if kind == "audio":
-        from stoker.datamodules.audio import AudioFolderDataModule
+        from stoker.datamodules.audio_folder import AudioFolderDataModule
 
         dm: Any = AudioFolderDataModule(args.root, val_list=args.val_list, test_list=args.test_list, **common)
     else:
         if args.val_list or args.test_list:
             raise ValueError("--val-list and --test-list are for audio trees; image trees split by folder, "
                              "--manifest or --val/--test")
-        from stoker.datamodules.image import ImageFolderDataModule
+        from stoker.datamodules.image_folder import ImageFolderDataModule
 
         dm = ImageFolderDataModule(args.root, **common)
     dm.prepare_data()
@@ -78,6 +78,9 @@ def _folder_module(args: argparse.Namespace, kind: str) -> Any:
 
 
 def _plan(args: argparse.Namespace, kind: str) -> PackPlan:
+    from stoker.data.folder import printable
+    from stoker.data.shard_pack import PackPlan
+
     dm = _folder_module(args, kind)
     if dm.bad_files:
         listed = "\n".join(f"  {printable(rel)}: {reason}" for rel, reason in dm.bad_files.items())
@@ -96,6 +99,10 @@ def _plan(args: argparse.Namespace, kind: str) -> PackPlan:
 def main(argv: list[str]) -> int:
     """Run ``stoker pack``; returns 2 on bad arguments, data or output folders."""
     args = build_parser().parse_args(argv)
+    from stoker.data.loader import available_cores
+    from stoker.data.shard_pack import write_shard_set
+    from stoker.data.shards import ShardFormatError
+
     try:
         from stoker._imports import require
 
@@ -110,7 +117,8 @@ def main(argv: list[str]) -> int:
                 raise ValueError(f"{args.root!r} looks like {args.kind} data; stoker pack packs image or audio "
                                  "class folders (pass --kind to override)")
         plan = _plan(args, args.kind)
-        meta = write_shard_set(plan, args.out, num_workers=args.workers, chunk_bytes=args.chunk_bytes,
+        workers = available_cores() if args.workers is None else args.workers
+        meta = write_shard_set(plan, args.out, num_workers=workers, chunk_bytes=args.chunk_bytes,
                                chunk_size=args.chunk_size, part_size=args.part_size, resume=args.resume,
                                overwrite=args.overwrite, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError, ShardFormatError) as err:

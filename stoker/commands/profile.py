@@ -18,27 +18,29 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from lightning.pytorch.cli import LightningArgumentParser
-
 _DESCRIPTION = "Measure a recipe's speed of light and tune its loader's num_workers and prefetch depth."
 
 
-def add_profile_arguments(parser: LightningArgumentParser) -> None:
-    """The options of ``stoker profile`` beside the recipe's."""
-    parser.add_argument("--write", type=str, default=None, help="write the recommended loader settings as YAML here")
-    parser.add_argument("--batches", type=int, default=20, help="batches measured per loader setting")
-    parser.add_argument("--replay_steps", type=int, default=8, help="batches replayed for the speed of light")
-    parser.add_argument("--warmup_steps", type=int, default=5, help="training steps before the replay")
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``stoker profile`` beside the recipe's (the recipe parser and the help page read them alike)."""
+    parser.add_argument("--write", type=str, default=None, help="write the recommended loader settings here as a "
+                        "YAML to compose with --config")
+    parser.add_argument("--batches", type=int, default=20, help="training batches measured per loader setting")
+    parser.add_argument("--replay_steps", type=int, default=8, help="device batches replayed with the loader out of "
+                        "the way to measure the model's speed of light")
+    parser.add_argument("--warmup_steps", type=int, default=5, help="training steps run before the replay starts")
 
 
 def speed_of_light(cli: Any, *, steps: int, warmup: int) -> float | None:
     """The samples/s the recipe's model consumes with loading free, from a short fit with a replay."""
+    import lightning as L
+
     from stoker.callbacks import StarvationMonitor
 
     monitor = StarvationMonitor(speed_of_light_steps=steps, speed_of_light_after=warmup, print_summary=False,

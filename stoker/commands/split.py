@@ -13,22 +13,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from stoker.data.folder import index_folder, printable
-from stoker.data.manifest import build_manifest, content_hashes, write_manifest
-from stoker.data.media import media_for
-from stoker.data.splits import SPLIT_METHODS
-from stoker.quality.sources import detect_kind, scan_text
+from stoker.commands._help import HelpFormatter, source_constant
+
+# stoker.data imports torch on the way; `stoker split --help` reads the methods without importing it.
+_SPLIT_METHODS: tuple[str, ...] = source_constant("stoker.data.splits", "SPLIT_METHODS")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``stoker split``."""
     parser = argparse.ArgumentParser(prog="stoker split", description="Write a deterministic, stratified "
-                                     "train/val/test split of a dataset as a manifest with a fingerprint.")
+                                     "train/val/test split of a dataset as a manifest with a fingerprint.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("path", help="image or audio class-folder tree, or a text table")
     parser.add_argument("--val", type=float, default=0.1, help="validation fraction per class")
     parser.add_argument("--test", type=float, default=0.0, help="test fraction per class")
     parser.add_argument("--seed", type=int, default=0, help="different seeds give independent splits")
-    parser.add_argument("--method", choices=SPLIT_METHODS, default="quota",
+    parser.add_argument("--method", choices=_SPLIT_METHODS, default="quota",
                         help="quota: exact per-class shares (the DataModules' split); hash: per-sample draws, "
                              "shares exact only in expectation, adding a file never moves another")
     parser.add_argument("--out", required=True, help="manifest file to write (CSV)")
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _samples(args: argparse.Namespace, kind: str) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
     """``(path, class, folder split)`` samples and their content hashes."""
+    from stoker.data.folder import index_folder, printable
+    from stoker.data.manifest import content_hashes
+    from stoker.data.media import media_for
+    from stoker.quality.sources import scan_text
+
     if kind == "text":
         records, _ = scan_text(args.path, text_column=args.text_column, label_column=args.label_column)
         usable = [r for r in records if r.sha is not None and r.label is not None]
@@ -60,6 +65,9 @@ def _samples(args: argparse.Namespace, kind: str) -> tuple[list[tuple[str, str, 
 def main(argv: list[str]) -> int:
     """Run ``stoker split``; returns 2 on bad arguments or data."""
     args = build_parser().parse_args(argv)
+    from stoker.data.manifest import build_manifest, write_manifest
+    from stoker.quality.sources import detect_kind
+
     try:
         kind = args.kind or detect_kind(args.path)
         samples, hashes = _samples(args, kind)
