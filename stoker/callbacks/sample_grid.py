@@ -8,20 +8,25 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from stoker.report.grid import pair_grid, sample_pairs
+from stoker.report.grid import draw_samples
+from stoker.report.plots import figure_tensor, sample_grid_figure
 
 
 class SampleGridLogger(L.Callback):
-    """Log a grid of training samples, each original beside its augmented version, when training starts.
+    """Log a grid of training samples, each original beside its augmented version and titled with its class
+    name, when training starts.
 
     The grid holds what the CPU pipeline hands the model (decode, crop, flip, policy augmentation);
     device-side steps such as normalization and MixUp/CutMix come later and are not drawn. Originals
-    are read with the dataset's ``transform`` turned off. The draw is seeded, so reruns show the
-    same grid. Runs on rank zero only and costs ``num_samples`` extra reads once.
+    are read with the dataset's ``transform`` turned off. Each tile carries the class name of its
+    label (the DataModule's ``class_names`` and ``target_key``), the first thing to check for label
+    errors; small images are upscaled for display. It is the picture the Data Pipeline Summary saves
+    (:func:`stoker.report.plots.sample_grid_figure`). The draw is seeded, so reruns show the same
+    grid. Runs on rank zero only and costs ``num_samples`` extra reads once.
 
     Logged (as an image, not a metric):
-        ``data/sample_grid``: ``uint8 [3, H, W]``; to TensorBoard via ``add_image``, to loggers
-        with ``log_image`` (W&B, Neptune...) via that method.
+        ``data/sample_grid``: ``uint8 [3, H, W]``, the rendered figure; to TensorBoard via ``add_image``,
+        to loggers with ``log_image`` (W&B, Neptune...) via that method.
 
     Args:
         num_samples: Samples in the grid.
@@ -54,8 +59,11 @@ class SampleGridLogger(L.Callback):
         if dataset is None:
             rank_zero_warn("SampleGridLogger: no map-style training dataset to draw samples from; nothing logged")
             return
-        grid = pair_grid(sample_pairs(dataset, self.num_samples, key=key, seed=self.seed),
-                         pairs_per_row=self.pairs_per_row)
+        datamodule = getattr(trainer, "datamodule", None)
+        samples = draw_samples(dataset, self.num_samples, key=key, seed=self.seed,
+                               target_key=getattr(datamodule, "target_key", "label"))
+        grid = figure_tensor(sample_grid_figure(samples, getattr(datamodule, "class_names", None),
+                                                per_row=self.pairs_per_row))
         if self.save_path:
             from torchvision.io import write_png
 

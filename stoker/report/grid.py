@@ -1,13 +1,14 @@
-"""Training samples before and after augmentation, side by side, as one uint8 image grid.
+"""Training samples before and after augmentation, side by side, with their labels.
 
-Framework-free: the Data Pipeline Summary saves the grid as a PNG and
-:class:`stoker.callbacks.SampleGridLogger` sends it to the Trainer's logger.
+Framework-free: :func:`stoker.report.plots.sample_grid_figure` draws the samples as tiles titled
+with their class names; the Data Pipeline Summary saves that figure as a PNG and
+:class:`stoker.callbacks.SampleGridLogger` sends the same picture to the Trainer's logger.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -30,13 +31,58 @@ def _as_uint8_rgb(image: torch.Tensor) -> torch.Tensor:
     return image[:3]
 
 
+class GridSample(NamedTuple):
+    """One training sample of the grid: the image as read, as augmented, and its label (``None``: unlabelled)."""
+
+    original: torch.Tensor | None
+    augmented: torch.Tensor
+    label: int | None
+
+
+def _label_of(item: Any, target_key: str | None) -> int | None:
+    value = item.get(target_key) if isinstance(item, dict) and target_key else (
+        item[1] if isinstance(item, (tuple, list)) and len(item) > 1 else None)
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else None  # a soft or multi-hot target has no single class
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None  # a float is a score, no class
+
+
+def short_name(name: str, max_chars: int = 20) -> str:
+    """``name`` cut to ``max_chars`` with an ellipsis, for tile titles and tick labels."""
+    return name if len(name) <= max_chars else name[: max_chars - 1] + "…"
+
+
+def class_title(label: int | None, class_names: list[str] | None, *, max_chars: int = 20) -> str:
+    """The class name of ``label`` for a tile title (the index when it has no name, ``""`` when unlabelled).
+
+    A label outside ``class_names`` is shown as its number, so a bad label stays visible instead of vanishing.
+    """
+    if label is None:
+        return ""
+    names = class_names or []
+    return short_name(names[label] if 0 <= label < len(names) else str(label), max_chars)
+
+
 def sample_pairs(dataset: Any, count: int = 8, *, key: str = "image",
                  seed: int = 0) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
     """``(original, augmented)`` images of ``count`` training samples spread over the dataset.
 
+    :func:`draw_samples` without the labels.
+    """
+    return [(sample.original, sample.augmented) for sample in draw_samples(dataset, count, key=key, seed=seed)]
+
+
+def draw_samples(dataset: Any, count: int = 8, *, key: str = "image", target_key: str | None = "label",
+                 seed: int = 0) -> list[GridSample]:
+    """``count`` training samples spread over the dataset: original, augmented image and label.
+
     The original is the same item read with the dataset's ``transform`` turned off (on a shallow
     copy, so the dataset itself is untouched); it is ``None`` when the dataset has no ``transform``
-    attribute. Augmentation draws use a fixed seed, so the grid is the same on every call.
+    attribute. Augmentation draws use a fixed seed, so the grid is the same on every call. The label
+    is the item's ``target_key`` entry (the second element of a tuple item), ``None`` when there is
+    no single class (unlabelled data, soft targets).
 
     Raises:
         ValueError: ``count`` is not positive, or the dataset yields no ``[C, H, W]`` image under ``key``.
@@ -54,16 +100,17 @@ def sample_pairs(dataset: Any, count: int = 8, *, key: str = "image",
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        pairs: list[tuple[torch.Tensor | None, torch.Tensor]] = []
+        samples: list[GridSample] = []
         for position in positions:
-            augmented = _image_of(dataset[position], key)
+            item = dataset[position]
+            augmented = _image_of(item, key)
             if augmented is None:
                 raise ValueError(f"dataset item {position} has no [C, H, W] image tensor under {key!r}")
             original = _image_of(plain[position], key) if plain is not None else None
-            pairs.append((original, augmented))
+            samples.append(GridSample(original, augmented, _label_of(item, target_key)))
     finally:
         torch.random.set_rng_state(state)
-    return pairs
+    return samples
 
 
 def pair_grid(pairs: list[tuple[torch.Tensor | None, torch.Tensor]], *, pairs_per_row: int = 4,

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from stoker.report.step_timing import STEP_NOTE
+
 SECTIONS: tuple[str, ...] = (
     "Data Pipeline Summary", "Dataset Statistics", "Files", "Preprocessing Pipeline", "Augmentation Strategy",
     "Data Loading Performance", "Usage Example", "Data Quality Notes",
@@ -110,16 +112,27 @@ def _loading(report: dict[str, Any]) -> list[str]:
              f" ms, p90 {load['p90_batch_s'] * 1e3:.1f} ms",
              f"- Memory (peak RSS): main process {memory['main']} MiB, {memory['num_processes']} worker process(es) "
              f"{memory['workers']} MiB in total"]
-    step = load.get("model_step")
-    if step:
-        lines.append(f"- Training step of the model on one batch (here, CPU): {step['step_s'] * 1e3:.1f} ms, "
-                     f"{step['samples_per_s']:.1f} samples/s consumed")
+    lines += _model_step(load.get("model_step"))
     items = load.get("per_item") or {}
     if items:
         parts = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v * 1e3:.2f} ms" for k, v in items.items())
         lines.append(f"- Per sample in one process: {parts}")
     lines += ["", "Bottlenecks:", *(f"- {note}" for note in load["bottlenecks"])]
     return lines
+
+
+def _model_step(step: dict[str, Any] | None) -> list[str]:
+    """The measured training step, what exactly it spans, and why the fit summary's step can differ."""
+    if not step:
+        return []
+    work = (f"forward, backward and the {step['optimizer']} step" if step.get("optimizer")
+            else "forward and backward (the model builds no optimizer without a Trainer)")
+    return [f"- Training step of the model on one batch (here, {step['device']}): {step['step_s'] * 1e3:.1f} ms "
+            f"median (min {step['min_s'] * 1e3:.1f}, max {step['max_s'] * 1e3:.1f} ms over {step['steps']} steps), "
+            f"{step['samples_per_s']:.1f} samples/s consumed",
+            f"  - What it measures: {work} on one real training batch of {step['batch_size']}, timed after "
+            f"{step['warmup']} untimed warm-up step(s) (first calls choose kernels and allocate memory), with the "
+            f"loader stopped. {STEP_NOTE}"]
 
 
 def _usage(report: dict[str, Any]) -> list[str]:

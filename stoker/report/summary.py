@@ -7,10 +7,7 @@ dict, Markdown (:func:`report_markdown`) and PNG plots (:mod:`stoker.report.plot
 
 from __future__ import annotations
 
-import copy
 import os
-import time
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from stoker.report.pipeline import (
     preprocessing_steps,
     transform_steps,
 )
+from stoker.report.step_timing import step_timing
 
 
 def batch_format(batch: Any) -> str:
@@ -137,34 +135,6 @@ def loading_section(datamodule: Any, batches: int, model: Any = None) -> tuple[d
                                      step_s=model_step["step_s"] if model_step else None),
     )
     return measured, first
-
-
-def step_timing(model: Any, datamodule: Any, batch: Any, *, steps: int = 3) -> dict[str, float] | None:
-    """Seconds of one training step (forward and backward) of ``model`` on a real batch, here, on the CPU.
-
-    The batch gets the DataModule's device-side work first (:meth:`StokerDataModule.normalize`), as in
-    training. ``None`` when the model cannot take the batch (it is not a stoker model, for instance).
-    """
-    normalize = getattr(datamodule, "normalize", None)
-    if model is None or not callable(normalize):
-        return None
-    times: list[float] = []
-    model.train()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # self.log() without a Trainer warns and does nothing
-        for _ in range(steps):
-            ready = normalize(copy.copy(batch), training=True)
-            start = time.perf_counter()
-            try:
-                loss = model.training_step(ready, 0)
-                loss.backward()
-            except (KeyError, TypeError, ValueError, RuntimeError):
-                return None
-            times.append(time.perf_counter() - start)
-            model.zero_grad(set_to_none=True)
-    steady = sorted(times[1:] or times)
-    seconds = steady[len(steady) // 2]
-    return {"step_s": seconds, "samples_per_s": datamodule.batch_size_of(batch) / seconds if seconds > 0 else 0.0}
 
 
 def quality_section(datamodule: Any, info: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +249,7 @@ def build_report(datamodule: Any, *, callbacks: list[Any] | None = None, recipe:
 
 def write_plots(report: dict[str, Any], datamodule: Any, out_dir: str | os.PathLike[str]) -> dict[str, str]:
     """The class-distribution, sample-grid (image data) and throughput PNGs; returns ``{name: path}``."""
-    from stoker.report.grid import pair_grid, sample_pairs
+    from stoker.report.grid import draw_samples
     from stoker.report.plots import class_distribution_png, sample_grid_png, throughput_png
 
     out = Path(out_dir)
@@ -291,13 +261,11 @@ def write_plots(report: dict[str, Any], datamodule: Any, out_dir: str | os.PathL
     dataset = getattr(datamodule.train_dataloader(), "dataset", None)
     key = getattr(datamodule, "input_key", "image")
     try:
-        pairs = sample_pairs(dataset, 8, key=key)
+        samples = draw_samples(dataset, 8, key=key, target_key=getattr(datamodule, "target_key", "label"))
     except (ValueError, TypeError, KeyError, IndexError) as err:
         report.setdefault("notes", []).append(f"no sample grid: {err}")
     else:
-        with_originals = all(original is not None for original, _ in pairs)
-        plots["sample_grid"] = str(sample_grid_png(pair_grid(pairs), out / "sample_grid.png",
-                                                   with_originals=with_originals))
+        plots["sample_grid"] = str(sample_grid_png(samples, stats["class_names"], out / "sample_grid.png"))
     load = report["loading"]
     model_rate = (load.get("model_step") or {}).get("samples_per_s")
     plots["throughput"] = str(throughput_png(load["samples_per_s_per_batch"], load["samples_per_s"],

@@ -14,7 +14,8 @@ from torch import nn
 from stoker.callbacks import SampleGridLogger
 from stoker.datamodules import ImageFolderDataModule
 from stoker.io.image import read_image
-from stoker.report.grid import pair_grid, sample_pairs
+from stoker.report import plots
+from stoker.report.grid import draw_samples, pair_grid, sample_pairs
 
 
 def _datamodule(root: Path) -> ImageFolderDataModule:
@@ -35,6 +36,9 @@ def test_pairs_are_the_files_and_their_augmented_versions(image_tree) -> None:
     again = sample_pairs(dataset, 4, seed=1)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(pairs, again))  # seeded: the same grid every time
     assert dataset.transform is dm.train_transform  # the dataset itself is left as it was
+    labelled = draw_samples(dataset, 4, seed=1)
+    assert [s.label for s in labelled] == [dataset.samples[p][1] for p in (0, 2, 3, 5)]
+    assert all(torch.equal(s.augmented, pair[1]) for s, pair in zip(labelled, pairs))
 
 
 def test_grid_layout() -> None:
@@ -69,11 +73,21 @@ class _Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_callback_logs_the_grid_to_tensorboard(image_tree, tmp_path: Path) -> None:
+def test_callback_logs_the_grid_to_tensorboard(image_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import stoker.callbacks.sample_grid as module
 
     dm = ImageFolderDataModule(str(image_tree({"a": 4, "b": 4})), image_size=16, batch_size=4, num_workers=0,
                                val_fraction=0.0)
+    titles: list[str] = []
+
+    def figure(*args: object, **kwargs: object) -> object:
+        drawn = plots.sample_grid_figure(*args, **kwargs)
+        titles.extend(axes.get_title() for axes in drawn.axes)
+        return drawn
+
+    monkeypatch.setattr(module, "sample_grid_figure", figure)
     callback = SampleGridLogger(num_samples=4, pairs_per_row=2, save_path=str(tmp_path / "grid.png"))
     logger = TensorBoardLogger(tmp_path, name="tb")
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=logger, callbacks=[callback],
@@ -83,7 +97,9 @@ def test_callback_logs_the_grid_to_tensorboard(image_tree, tmp_path: Path) -> No
     events = EventAccumulator(logger.log_dir)
     events.Reload()
     assert "data/sample_grid" in events.Tags()["images"]
+    assert titles == ["a", "a", "b", "b"], "each tile carries its class name"
     image = events.Images("data/sample_grid")[0]
-    assert (image.width, image.height) == (4 * 18 + 2, 2 * 18 + 2)
     with Image.open(tmp_path / "grid.png") as png:
-        assert png.size == (74, 38)
+        assert png.size == (image.width, image.height), "the PNG and the logger get the same picture"
+    # 16 px images upscaled: two pairs of two 100 px tiles per row, two rows with their titles
+    assert image.width >= 2 * 2 * 100 and image.height >= 2 * 100

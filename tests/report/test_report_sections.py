@@ -18,12 +18,19 @@ def test_the_report_judges_the_loader_against_the_model_step_and_lists_device_st
     report = build_report(dm, batches=3, model=ImageClassifier("resnet10t", num_classes=2))
     step = report["loading"]["model_step"]
     assert step["step_s"] > 0 and step["samples_per_s"] > 0
+    assert (step["warmup"], step["steps"], step["batch_size"], step["optimizer"]) == (2, 5, 4, "AdamW")
+    assert step["min_s"] <= step["step_s"] <= step["max_s"]
     evaluation = report["preprocessing"]["evaluation"]
     assert any(s.startswith("normalize to float32 on the device") for s in evaluation), "evaluation normalizes too"
     created = report["files"]["created"]
     assert any(path.endswith(".image.json") for path in created) and any(p.endswith(".sha256.json") for p in created)
     markdown = report_markdown(report)
     assert "Training step of the model on one batch" in markdown and "Files the pipeline created" in markdown
+    # The figure says what it measures and why the fit summary's step differs from it.
+    assert " ms median (min " in markdown and "over 5 steps" in markdown
+    assert ("What it measures: forward, backward and the AdamW step on one real training batch of 4, timed after 2 "
+            "untimed warm-up step(s)") in markdown
+    assert "fit summary's `step`" in markdown and "mean over every training step of the run" in markdown
     plots = write_plots(report, dm, tmp_path / "plots")
     assert Path(plots["throughput"]).stat().st_size > 0
 
