@@ -20,6 +20,7 @@ _SKLEARN_AVAILABLE = RequirementCache("scikit-learn")
 _LITDATA_AVAILABLE = RequirementCache("litdata")
 
 _EXTRAS: dict[str, tuple[RequirementCache, ...]] = {
+    "hf": (_DATASETS_AVAILABLE,),
     "text": (_TRANSFORMERS_AVAILABLE, _DATASETS_AVAILABLE, _PANDAS_AVAILABLE),
     "dali": (_DALI_AVAILABLE,),
     "audio": (_TORCHAUDIO_AVAILABLE, _SOUNDFILE_AVAILABLE),
@@ -31,7 +32,7 @@ def require(extra: str, feature: str) -> None:
     """Raise ``ModuleNotFoundError`` naming ``pip install 'stoker[extra]'`` when an extra is missing.
 
     Args:
-        extra: One of ``"text"``, ``"dali"``, ``"audio"``, ``"shards"``.
+        extra: One of ``"hf"``, ``"text"``, ``"dali"``, ``"audio"``, ``"shards"``.
         feature: What the caller was about to do, for the message (e.g. ``"DALIImageNetDataModule"``).
 
     Raises:

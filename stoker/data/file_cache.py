@@ -26,7 +26,7 @@ def per_file_cached(
     cache_path: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, OSError]]:
-    """``compute(root / rel)`` for every file, reusing cached results of unchanged files.
+    """``compute(root / rel)`` for every file, reusing cached results of unchanged files (same size and mtime).
 
     Args:
         root: The folder the relative paths start from.
@@ -42,6 +42,34 @@ def per_file_cached(
         removed meanwhile); those are not cached, so a fixed file is computed again next time.
     """
     root_path = Path(root)
+
+    def signature(rel: str) -> list[Any]:
+        st = os.stat(root_path / rel)
+        return [st.st_size, st.st_mtime_ns]
+
+    return per_item_cached(relpaths, lambda rel: compute(root_path / rel), signature, num_workers=num_workers,
+                           cache_path=cache_path, progress=progress)
+
+
+def per_item_cached(
+    keys: Iterable[str],
+    compute: Callable[[str], Any],
+    signature: Callable[[str], list[Any]],
+    *,
+    num_workers: int = 4,
+    cache_path: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, OSError]]:
+    """``compute(key)`` for every sample, reusing cached results of samples whose ``signature(key)`` is unchanged.
+
+    The general form of :func:`per_file_cached`, for samples that are not files of their own (rows of
+    a Hugging Face table, members of a tar): the signature is whatever changes with the sample's bytes
+    (a file's size and mtime, a table's fingerprint, a tar's size, mtime and the member's offset).
+
+    Returns:
+        ``({key: result}, {key: OSError})``; ``signature`` or ``compute`` raising ``OSError`` puts a key in the
+        second (not cached).
+    """
     cache: dict[str, list] = {}
     if cache_path is not None and cache_path.is_file():
         try:
@@ -50,27 +78,26 @@ def per_file_cached(
             cache = {}  # a damaged cache costs a recomputation, nothing else
     results: dict[str, Any] = {}
     missing: dict[str, OSError] = {}
-    todo: list[tuple[str, list[int]]] = []
-    for rel in relpaths:
+    todo: list[tuple[str, list[Any]]] = []
+    for key in keys:
         try:
-            st = os.stat(root_path / rel)
+            sign = signature(key)
         except OSError as err:
-            missing[rel] = err
+            missing[key] = err
             continue
-        signature = [st.st_size, st.st_mtime_ns]
-        cached = cache.get(rel)
-        if cached is not None and cached[:2] == signature:
-            results[rel] = cached[2]
+        cached = cache.get(key)
+        if cached is not None and cached[:-1] == sign:
+            results[key] = cached[-1]
         else:
-            todo.append((rel, signature))
+            todo.append((key, sign))
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        outputs = pool.map(_guarded(compute), (root_path / rel for rel, _ in todo), chunksize=16)
-        for done, ((rel, signature), (value, error)) in enumerate(zip(todo, outputs), start=1):
+        outputs = pool.map(_guarded(compute), (key for key, _ in todo), chunksize=16)
+        for done, ((key, sign), (value, error)) in enumerate(zip(todo, outputs), start=1):
             if error is not None:
-                missing[rel] = error
+                missing[key] = error
             else:
-                results[rel] = value
-                cache[rel] = [*signature, value]
+                results[key] = value
+                cache[key] = [*sign, value]
             if progress is not None:
                 progress(done, len(todo))
     if cache_path is not None and todo:
@@ -81,10 +108,10 @@ def per_file_cached(
     return results, missing
 
 
-def _guarded(compute: Callable[[Path], Any]) -> Callable[[Path], tuple[Any, OSError | None]]:
-    def run(path: Path) -> tuple[Any, OSError | None]:
+def _guarded(compute: Callable[[str], Any]) -> Callable[[str], tuple[Any, OSError | None]]:
+    def run(key: str) -> tuple[Any, OSError | None]:
         try:
-            return compute(path), None
+            return compute(key), None
         except OSError as err:
             return None, err
 

@@ -1,7 +1,9 @@
-"""Map-style datasets over ``(relative path, label)`` files: images and audio clips, and what happens to a bad one.
+"""Map-style datasets over a source's ``(key, label)`` samples: images and audio clips, and what happens to a bad one.
 
-Every file was decode-checked before training (:func:`stoker.data.folder.find_bad_files`), but a
-file can still be corrupted, replaced or deleted while a long run reads it. Such a sample never
+A sample is read through its source (:mod:`stoker.data.sources`): a file of a class folder or a
+table, the bytes in a Hugging Face table or a tar. Every sample was decode-checked before training
+(:func:`stoker.data.sources.checks.find_bad_samples`), but a file can still be corrupted, replaced
+or deleted while a long run reads it. Such a sample never
 turns silently into another one: with ``on_bad_sample="raise"`` (the default) the worker raises an
 error naming the file; with ``"skip"`` the item becomes a :class:`BadSample`, which
 :class:`SkippingCollate` leaves out of the batch and lists under ``batch["skipped"]``, and the
@@ -20,8 +22,10 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from stoker.data.seeds import reseed_worker
-from stoker.io.audio import AudioDecodeError, CropMode, load_clip
-from stoker.io.image import ImageDecodeError, read_image
+from stoker.data.sources.base import Source
+from stoker.data.sources.labels import Label
+from stoker.io.audio import AudioDecodeError, CropMode, load_clip, load_clip_bytes
+from stoker.io.image import ImageDecodeError, decode_image_bytes, read_image
 from stoker.profiling.attribution import ITEM_TIMING_KEY
 
 BadSamplePolicy = Literal["raise", "skip"]
@@ -42,97 +46,151 @@ class BadSample:
 
 
 class FileDataset(Dataset):
-    """Files and labels; items are ``{key: tensor, "label": int, "index": int}``.
+    """A source's samples and labels; items are ``{key: tensor, "label": ..., "index": int}``.
 
-    ``index`` is the position in this dataset, so that what a rank saw can be traced back to files.
-    A subclass says how to :meth:`load` one file and under which :attr:`key` it goes.
+    ``index`` is the position in this dataset, so that what a rank saw can be traced back to samples.
+    ``label`` is the class index, a multi-hot float vector ``[C]`` for multi-label samples, or -1 for
+    unlabelled ones (prediction on new data). A subclass says how to decode one file (:meth:`read_file`)
+    or one sample's bytes (:meth:`read_data`) and under which :attr:`key` it goes.
 
     Args:
-        root: The folder the relative paths start from.
-        samples: ``(relative path, label)`` pairs.
-        on_bad_sample: ``"raise"`` an error naming a file that fails to load, or ``"skip"`` it (see the module).
+        source: The reader the keys belong to, or a folder the keys are relative paths in.
+        samples: ``(key, label)`` pairs.
+        on_bad_sample: ``"raise"`` an error naming a sample that fails to load, or ``"skip"`` it (see the module).
+        num_classes: Classes of multi-label targets (their multi-hot length).
     """
 
     key = "input"
 
-    def __init__(self, root: Path, samples: list[tuple[str, int]], *, on_bad_sample: BadSamplePolicy = "raise") -> None:
+    def __init__(self, source: Source | str | Path, samples: list[tuple[str, Label]], *,
+                 on_bad_sample: BadSamplePolicy = "raise", num_classes: int | None = None) -> None:
         if on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
-        self.root = Path(root)
+        if not isinstance(source, Source):
+            from stoker.data.media import IMAGE
+            from stoker.data.sources.folder import FolderSource
+
+            source = FolderSource(str(source), IMAGE)
+        self.source = source
         self.samples = samples
         self.on_bad_sample = on_bad_sample
+        self.num_classes = num_classes
 
-    def read(self, path: Path) -> torch.Tensor:
-        """Read and decode one file (raises ``ImageDecodeError``/``AudioDecodeError`` when it cannot)."""
+    @property
+    def root(self) -> Path | None:
+        """The folder of a class-folder source (``None`` for others)."""
+        return getattr(self.source, "root", None)
+
+    def read_file(self, path: Path) -> torch.Tensor:
+        """Decode one file (raises ``ImageDecodeError``/``AudioDecodeError`` when it cannot)."""
         raise NotImplementedError
+
+    def read_data(self, data: bytes, name: str) -> torch.Tensor:
+        """Decode one sample's encoded bytes."""
+        raise NotImplementedError
+
+    def read(self, key: str) -> torch.Tensor:
+        """Read and decode one sample through its source."""
+        path = self.source.local_path(key)
+        if path is not None:
+            return self.read_file(path)
+        name = self.source.name_of(key)
+        try:
+            data = self.source.read_bytes(key)
+        except OSError as err:
+            raise ImageDecodeError(name, f"unreadable ({err.strerror or err})") from err
+        return self.read_data(data, name)
 
     def augment(self, value: torch.Tensor) -> torch.Tensor:
         """The CPU transform of a decoded sample (none by default)."""
         return value
+
+    def target(self, label: Label) -> int | torch.Tensor:
+        """The label as a batch carries it: the class index, or a multi-hot float vector for a tuple of classes."""
+        if isinstance(label, tuple):
+            hot = torch.zeros(self.num_classes or 0, dtype=torch.float32)
+            hot[list(label)] = 1.0
+            return hot
+        return label
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any] | BadSample:
         reseed_worker()  # a persistent worker starts its next epoch's stream here
-        relative, label = self.samples[index]
+        key, label = self.samples[index]
         start = time.perf_counter()
         try:
-            decoded = self.read(self.root / relative)
+            decoded = self.read(key)
         except (ImageDecodeError, AudioDecodeError) as err:
             if self.on_bad_sample == "skip":
-                return BadSample(relative, err.reason)
+                return BadSample(key, err.reason)
             raise SampleReadError(
-                f"{self.root / relative}: {err.reason}. The file passed the check before training, so it changed "
-                "or disappeared since; restore it, or set on_bad_sample='skip' to leave such files out (they are "
-                "counted and reported at the end of each epoch)"
+                f"{self.source.name_of(key)}: {err.reason}. The sample passed the check before training, so it "
+                "changed or disappeared since; restore it, or set on_bad_sample='skip' to leave such samples out "
+                "(they are counted and reported at the end of each epoch)"
             ) from err
         read = time.perf_counter()
         value = self.augment(decoded)
         # Stage times travel with the sample; SkippingCollate moves them into the batch's load profile.
-        return {self.key: value, "label": label, "index": index, ITEM_TIMING_KEY: (read - start, time.perf_counter() - read)}
+        return {self.key: value, "label": self.target(label), "index": index,
+                ITEM_TIMING_KEY: (read - start, time.perf_counter() - read)}
 
     @property
-    def labels(self) -> list[int]:
-        """The label of every sample, in order (no file is read)."""
+    def labels(self) -> list[Label]:
+        """The label of every sample, in order (no sample is read)."""
         return [label for _, label in self.samples]
 
 
 class ImageFileDataset(FileDataset):
-    """Image files decoded to ``uint8 [3, H, W]`` RGB, then ``transform`` (crops and flips, still uint8)."""
+    """Images decoded to ``uint8 [3, H, W]`` RGB, then ``transform`` (crops and flips, still uint8)."""
 
     key = "image"
 
-    def __init__(self, root: Path, samples: list[tuple[str, int]], transform: Callable[[Any], Any] | None, *,
-                 on_bad_sample: BadSamplePolicy = "raise") -> None:
-        super().__init__(root, samples, on_bad_sample=on_bad_sample)
+    def __init__(self, source: Source | str | Path, samples: list[tuple[str, Label]],
+                 transform: Callable[[Any], Any] | None, *, on_bad_sample: BadSamplePolicy = "raise",
+                 num_classes: int | None = None) -> None:
+        super().__init__(source, samples, on_bad_sample=on_bad_sample, num_classes=num_classes)
         self.transform = transform
 
-    def read(self, path: Path) -> torch.Tensor:
+    def read_file(self, path: Path) -> torch.Tensor:
         return read_image(path)
+
+    def read_data(self, data: bytes, name: str) -> torch.Tensor:
+        return decode_image_bytes(data, name)
 
     def augment(self, value: torch.Tensor) -> torch.Tensor:
         return self.transform(value) if self.transform is not None else value
 
 
 class AudioFileDataset(FileDataset):
-    """Audio files as mono float32 clips ``[T]`` at ``sample_rate``, exactly ``num_samples`` long.
+    """Recordings as mono float32 clips ``[T]`` at ``sample_rate``, exactly ``num_samples`` long.
 
     A random crop (or a random placement in silence) with ``mode="random"``, the center with
-    ``mode="center"``.
+    ``mode="center"``. Files are decoded around the crop only; stored bytes are decoded whole.
     """
 
     key = "audio"
 
-    def __init__(self, root: Path, samples: list[tuple[str, int]], *, sample_rate: int, num_samples: int,
-                 mode: CropMode, on_bad_sample: BadSamplePolicy = "raise") -> None:
-        super().__init__(root, samples, on_bad_sample=on_bad_sample)
+    def __init__(self, source: Source | str | Path, samples: list[tuple[str, Label]], *, sample_rate: int,
+                 num_samples: int, mode: CropMode, on_bad_sample: BadSamplePolicy = "raise",
+                 num_classes: int | None = None) -> None:
+        if not isinstance(source, Source):
+            from stoker.data.media import AUDIO
+            from stoker.data.sources.folder import FolderSource
+
+            source = FolderSource(str(source), AUDIO)
+        super().__init__(source, samples, on_bad_sample=on_bad_sample, num_classes=num_classes)
         self.sample_rate = sample_rate
         self.num_samples = num_samples
         self.mode = mode
 
-    def read(self, path: Path) -> torch.Tensor:
+    def read_file(self, path: Path) -> torch.Tensor:
         return load_clip(path, sample_rate=self.sample_rate, num_samples=self.num_samples, mode=self.mode)
+
+    def read_data(self, data: bytes, name: str) -> torch.Tensor:
+        return load_clip_bytes(data, sample_rate=self.sample_rate, num_samples=self.num_samples, mode=self.mode,
+                               name=name)
 
 
 class SkippingCollate:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stoker.io.audio import AUDIO_EXTENSIONS, check_audio
-from stoker.io.image import IMAGE_EXTENSIONS, check_image
+from stoker.io.audio import AUDIO_EXTENSIONS, check_audio, check_audio_bytes
+from stoker.io.image import IMAGE_EXTENSIONS, check_image, check_image_bytes
 
 TOOL_FOLDERS: frozenset[str] = frozenset({"__MACOSX", "__pycache__"})
 
@@ -42,6 +42,8 @@ class Media:
         name: ``"image"`` or ``"audio"``, for messages.
         extensions: Lower-case suffixes of sample files.
         check: The reason a file is unusable, or ``None`` (a full decode).
+        check_bytes: The same for a sample's encoded bytes (``(data, name)``), for samples stored inside
+            tables and tars.
         not_classes: Prefixes of folder names that are not classes, besides hidden and tool folders
             (audio: ``_``, where Speech Commands keeps ``_background_noise_``).
     """
@@ -49,6 +51,7 @@ class Media:
     name: str
     extensions: frozenset[str]
     check: Callable[[Path], str | None]
+    check_bytes: Callable[[bytes, str], str | None]
     not_classes: tuple[str, ...] = ()
 
     def is_sample(self, filename: str) -> bool:
@@ -60,8 +63,8 @@ class Media:
         return not is_skipped_folder(name) and not (self.not_classes and name.startswith(self.not_classes))
 
 
-IMAGE = Media("image", IMAGE_EXTENSIONS, check_image)
-AUDIO = Media("audio", AUDIO_EXTENSIONS, check_audio, not_classes=("_",))
+IMAGE = Media("image", IMAGE_EXTENSIONS, check_image, check_image_bytes)
+AUDIO = Media("audio", AUDIO_EXTENSIONS, check_audio, check_audio_bytes, not_classes=("_",))
 MEDIA: dict[str, Media] = {"image": IMAGE, "audio": AUDIO}
 
 

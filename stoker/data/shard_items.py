@@ -109,6 +109,7 @@ def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "data": [item["data"] for item in items],
         "key": [item["key"] for item in items],
-        "label": torch.tensor([item["label"] for item in items], dtype=torch.int64),
+        "label": (torch.stack([item["label"] for item in items]) if isinstance(items[0]["label"], torch.Tensor)
+                  else torch.tensor([item["label"] for item in items], dtype=torch.int64)),
         "index": torch.tensor([item["index"] for item in items], dtype=torch.int64),
     }

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Hashable, Sequence
-from typing import Literal
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Literal
 
 from stoker.data.seeds import derive_seed
 
@@ -149,13 +149,13 @@ def _warn_on_empty_class_splits(
 
 
 def split_folder_files(
-    files: dict[str, list[tuple[str, int]]],
+    files: dict[str, list[tuple[str, Any]]],
     *,
     val_fraction: float,
     test_fraction: float,
     seed: int,
     method: SplitMethod = "quota",
-) -> dict[str, list[tuple[str, int]]]:
+) -> dict[str, list[tuple[str, Any]]]:
     """Train/val/test ``(relative path, label)`` lists from a folder index.
 
     ``files`` is keyed by the tree's own splits (``train``/``val``/``test``) or holds one ``all``
@@ -163,7 +163,7 @@ def split_folder_files(
     ``test`` is carved out of the training files by :func:`stratified_split` when its fraction is
     positive, and is empty otherwise.
     """
-    out: dict[str, list[tuple[str, int]]]
+    out: dict[str, list[tuple[str, Any]]]
     if "all" in files:
         pool, out = files["all"], {}
     else:
@@ -185,3 +185,40 @@ def split_folder_files(
     for split in ("val", "test"):
         out.setdefault(split, [])
     return out
+
+
+def split_report(pool: Sequence[Hashable], held_out: Mapping[str, Sequence[Hashable]],
+                 fractions: Mapping[str, float]) -> dict[str, dict[str, object]]:
+    """What a carve-out asked for and what it gave: per held-out split, the asked and realised share and the
+    classes that got no sample.
+
+    Per-class quotas round each class on its own, so on many small classes the realised share can be far
+    from the asked one (1,000 classes of 5 samples with ``val_fraction=0.1``: one sample of each, 20%), and a
+    class with a single sample keeps it for training. The DataModules say so at setup with these numbers.
+
+    Args:
+        pool: The label of every sample that was split (training plus what was carved out of it).
+        held_out: The labels of each carved split (``val``/``test``).
+        fractions: The fraction asked for each carved split (splits with 0 are left out of the report).
+
+    Returns:
+        ``{split: {"asked": fraction, "realised": share, "samples": n, "of": total, "classes_without": [labels]}}``.
+    """
+    sizes = Counter(pool)
+    total = max(1, len(pool))
+    out: dict[str, dict[str, object]] = {}
+    for split, fraction in fractions.items():
+        if fraction <= 0:
+            continue
+        present = Counter(held_out.get(split, ()))
+        without = sorted((label for label in sizes if present[label] == 0), key=str)
+        count = sum(present.values())
+        out[split] = {"asked": fraction, "realised": count / total, "samples": count, "of": len(pool),
+                      "classes_without": without}
+    return out
+
+
+def drifted(report: dict[str, object], *, tolerance: float = 0.2) -> bool:
+    """Whether a split's realised share is more than ``tolerance`` (relative) off the asked one, or a class got none."""
+    asked, realised = float(report["asked"]), float(report["realised"])  # type: ignore[arg-type]
+    return abs(realised - asked) > tolerance * asked or bool(report["classes_without"])

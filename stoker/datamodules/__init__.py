@@ -1,25 +1,32 @@
 """stoker DataModules: one per file, sharing the loader policy of :class:`StokerDataModule`."""
 
 from stoker.data.file_dataset import AudioFileDataset, ImageFileDataset
-from stoker.datamodules.audio import AudioFolderDataModule
+from stoker.datamodules.audio import AudioDataModule
+from stoker.datamodules.audio_folder import AudioFolderDataModule
 from stoker.datamodules.base import StokerDataModule
 from stoker.datamodules.dali import DALIImageNetDataModule
-from stoker.datamodules.folder import ClassFolderDataModule
-from stoker.datamodules.image import ImageFolderDataModule
+from stoker.datamodules.image import ImageDataModule
+from stoker.datamodules.image_folder import ImageFolderDataModule
 from stoker.datamodules.imbalanced import ImbalancedDataModule
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
 from stoker.datamodules.language_model_stream import HFLanguageModelingStreamDataModule
 from stoker.datamodules.lm_base import HFLanguageModelingBase
-from stoker.datamodules.sharded import ShardedDataModule, ShardedImageDataModule
+from stoker.datamodules.sharded import ShardedImageDataModule
 from stoker.datamodules.sharded_audio import ShardedAudioDataModule
+from stoker.datamodules.source import SourceDataModule
 from stoker.datamodules.text import HFTextBase, HFTextDataModule
 from stoker.datamodules.text_stream import HFTextStreamDataModule
+
+# The names of the media bases before they took every source; kept for code that subclasses them.
+ClassFolderDataModule = SourceDataModule
+ShardedDataModule = SourceDataModule
 
 # The embedded demo lives in stoker.demos; it stays importable from here, where recipes and
 # examples have always found it.
 from stoker.demos.digits import DigitsDataModule  # noqa: E402  (imports the modules above)
 
 __all__ = [
+    "AudioDataModule",
     "AudioFileDataset",
     "AudioFolderDataModule",
     "ClassFolderDataModule",
@@ -31,11 +38,13 @@ __all__ = [
     "HFTextBase",
     "HFTextDataModule",
     "HFTextStreamDataModule",
+    "ImageDataModule",
     "ImageFileDataset",
     "ImageFolderDataModule",
     "ImbalancedDataModule",
     "ShardedAudioDataModule",
     "ShardedDataModule",
     "ShardedImageDataModule",
+    "SourceDataModule",
     "StokerDataModule",
 ]

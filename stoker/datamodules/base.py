@@ -105,7 +105,7 @@ class StokerDataModule(L.LightningDataModule):
         """``(real_tokens, padded_tokens)`` of a token batch, ``None`` for other data."""
         return None
 
-    def train_labels(self) -> list[int] | None:
+    def train_labels(self) -> list[Any] | None:
         """Labels of the training split in dataset order, after ``setup`` (``None``: unlabelled)."""
         return None
 

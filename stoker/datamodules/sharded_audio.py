@@ -1,65 +1,51 @@
-"""Audio classification from a shard set: decode in the workers, log-mel and SpecAugment batched on the device."""
+"""ShardedAudioDataModule: recordings from a shard set (``stoker pack``); a thin name over AudioDataModule."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from stoker._imports import require
 from stoker.data.file_dataset import BadSamplePolicy
-from stoker.data.media import AUDIO
-from stoker.data.shard_items import AudioItems, SampleLocator
-from stoker.datamodules.audio import AudioFolderDataModule, _check_audio_args
-from stoker.datamodules.sharded import ShardedDataModule
+from stoker.datamodules.audio import AudioDataModule
 
 
-class ShardedAudioDataModule(ShardedDataModule):
-    """Audio classification from a shard set written by ``stoker pack`` (an audio class folder).
+class ShardedAudioDataModule(AudioDataModule):
+    """Audio classification from a shard set written by ``stoker pack``: :class:`AudioDataModule` on shards.
 
-    The batch contract and features of :class:`~stoker.datamodules.AudioFolderDataModule`: host
-    batches ``{"audio": float32 [N, T], "label": int64 [N], "index": int64 [N]}`` (a random window
-    in training, the center in evaluation), replaced on the device by a normalized log-mel
-    spectrogram ``[N, 1, n_mels, frames]`` with SpecAugment masks in training. Streaming, equal
-    batches, resume and bad samples as in :class:`~stoker.datamodules.sharded.ShardedDataModule`.
+    Batches, features, equal shares, exactly-once evaluation and exact resume as documented there and in
+    :mod:`stoker.data.shard_stream`.
 
     Args:
         source: The shard set (a folder or an ``s3://``/``gs://``/``r2://`` URL) from ``stoker pack``.
-        batch_size: Clips per batch per rank.
-        num_workers: Loader workers per rank (``None``: the cores per rank).
-        sample_rate: Rate every clip is resampled to, in Hz.
-        clip_seconds: Length of every clip; longer recordings are cropped, shorter ones zero-padded.
-        cache_dir: Node-local cache of a remote source's chunks.
-        max_cache_size: litdata's cache budget (e.g. ``"200GB"``).
-        storage_options: Options for litdata's object-store client.
-        seed: Seeds the shuffle and the crops.
-        n_fft: FFT size of the spectrogram.
-        win_length: STFT window in samples.
-        hop_length: Samples between frames.
-        n_mels: Mel bands.
-        f_min: Lowest mel frequency in Hz.
-        f_max: Highest mel frequency in Hz (``None``: half the sample rate).
-        top_db: Dynamic range kept below each spectrogram's peak, in dB.
-        normalize: Standardize each spectrogram.
-        freq_masks: SpecAugment frequency masks per clip in training.
-        freq_mask_width: Largest frequency mask, in mel bands.
-        time_masks: SpecAugment time masks per clip in training.
-        time_mask_width: Largest time mask, in frames.
-        on_bad_sample: ``"raise"`` or ``"skip"`` a sample that does not decode.
-        strict_fingerprint: Resuming from a checkpoint of other data is an error, not a warning.
-        pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
-        persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
-        prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
+        batch_size: See :class:`AudioDataModule` (so are the rest).
+        num_workers: See :class:`AudioDataModule`.
+        sample_rate: See :class:`AudioDataModule`.
+        clip_seconds: See :class:`AudioDataModule`.
+        cache_dir: Node-local cache root; the chunks of a remote set go under ``<cache_dir>/chunks``.
+        max_cache_size: litdata's chunk-cache budget (e.g. ``"200GB"``).
+        storage_options: Options for the object-store client.
+        seed: See :class:`AudioDataModule`.
+        n_fft: See :class:`AudioDataModule`.
+        win_length: See :class:`AudioDataModule`.
+        hop_length: See :class:`AudioDataModule`.
+        n_mels: See :class:`AudioDataModule`.
+        f_min: See :class:`AudioDataModule`.
+        f_max: See :class:`AudioDataModule`.
+        top_db: See :class:`AudioDataModule`.
+        normalize: See :class:`AudioDataModule`.
+        freq_masks: See :class:`AudioDataModule`.
+        freq_mask_width: See :class:`AudioDataModule`.
+        time_masks: See :class:`AudioDataModule`.
+        time_mask_width: See :class:`AudioDataModule`.
+        on_bad_sample: See :class:`AudioDataModule`.
+        strict_fingerprint: See :class:`AudioDataModule`.
+        pin_memory: See :class:`AudioDataModule`.
+        persistent_workers: See :class:`AudioDataModule`.
+        prefetch_factor: See :class:`AudioDataModule`.
 
     Example::
 
         dm = ShardedAudioDataModule("s3://bucket/speech-shards", sample_rate=16000, cache_dir="/nvme/cache")
-        trainer.fit(AudioClassifier(num_classes=dm.num_classes), datamodule=dm)
     """
-
-    input_key = "audio"
-    target_key = "label"
-    media = AUDIO
 
     def __init__(
         self,
@@ -91,32 +77,12 @@ class ShardedAudioDataModule(ShardedDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
     ) -> None:
-        require("audio", type(self).__name__)
-        super().__init__(source, cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options,
-                         on_bad_sample=on_bad_sample, strict_fingerprint=strict_fingerprint, batch_size=batch_size,
-                         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-                         prefetch_factor=prefetch_factor, seed=seed)
-        self.augment_kwargs: dict[str, int] = dict(freq_masks=freq_masks, freq_mask_width=freq_mask_width,
-                                                   time_masks=time_masks, time_mask_width=time_mask_width)
-        _check_audio_args(sample_rate, clip_seconds, self.augment_kwargs)
-        self.sample_rate, self.clip_seconds = sample_rate, clip_seconds
-        self.num_samples = max(1, round(sample_rate * clip_seconds))
-        self.feature_kwargs: dict[str, Any] = dict(n_fft=n_fft, win_length=win_length, hop_length=hop_length,
-                                                   n_mels=n_mels, f_min=f_min, f_max=f_max, top_db=top_db,
-                                                   normalize=normalize)
-        self._features: dict[str, torch.nn.Module] = {}
-
-    # The device side is the audio-folder DataModule's, to the letter: one feature pipeline for both sources.
-    features_on = AudioFolderDataModule.features_on
-    device_transform = AudioFolderDataModule.device_transform
-    __getstate__ = AudioFolderDataModule.__getstate__
-
-    def _items(self, split: str, locator: SampleLocator) -> AudioItems:
-        return AudioItems(locator, sample_rate=self.sample_rate, num_samples=self.num_samples,
-                          mode="random" if split == "train" else "center", on_bad_sample=self.on_bad_sample)
-
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
-        info.update(sample_rate=self.sample_rate, clip_seconds=self.clip_seconds, features=dict(self.feature_kwargs),
-                    spec_augment=dict(self.augment_kwargs))
-        return info
+        super().__init__(
+            source, batch_size=batch_size, num_workers=num_workers, sample_rate=sample_rate, clip_seconds=clip_seconds,
+            cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options, seed=seed,
+            n_fft=n_fft, win_length=win_length, hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max,
+            top_db=top_db, normalize=normalize, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
+            time_masks=time_masks, time_mask_width=time_mask_width, on_bad_sample=on_bad_sample,
+            strict_fingerprint=strict_fingerprint, pin_memory=pin_memory, persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+        )

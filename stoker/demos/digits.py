@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from stoker._imports import _SKLEARN_AVAILABLE
-from stoker.datamodules.image import ImageFolderDataModule
+from stoker.datamodules.image_folder import ImageFolderDataModule
 from stoker.demos.base import BuiltOnFirstUse
 from stoker.transforms.image import AutoAugment
 
@@ -129,4 +129,4 @@ class DigitsDataModule(BuiltOnFirstUse, ImageFolderDataModule):
         self.imbalanced = imbalanced
 
     def build(self) -> None:
-        build_digits_folder(self.root, size=self.image_size, imbalanced=self.imbalanced)
+        build_digits_folder(str(self.root), size=self.image_size, imbalanced=self.imbalanced)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stoker.datamodules.audio import AudioFolderDataModule
+from stoker.datamodules.audio_folder import AudioFolderDataModule
 from stoker.demos.base import BuiltOnFirstUse
 
 TONE_CLASSES: list[str] = ["chirp_down", "chirp_up", "noise_burst", "tone_high", "tone_low", "two_tones"]
@@ -134,4 +134,4 @@ class ToneDataModule(BuiltOnFirstUse, AudioFolderDataModule):
         return self._class_names
 
     def build(self) -> None:
-        build_audio_tones(self.root, clips_per_class=self.clips_per_class)
+        build_audio_tones(str(self.root), clips_per_class=self.clips_per_class)

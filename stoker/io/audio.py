@@ -246,3 +246,12 @@ def check_audio(path: str | os.PathLike[str]) -> str | None:
     except AudioDecodeError as err:
         return err.reason
     return audio_problem(waveform, rate)
+
+
+def check_audio_bytes(data: bytes, name: str = "<bytes>") -> str | None:
+    """Why encoded bytes are unusable as audio (``None`` when they decode to finite, non-empty samples)."""
+    try:
+        load_clip_bytes(data, sample_rate=16000, num_samples=1, name=name)
+    except AudioDecodeError as err:
+        return err.reason
+    return None

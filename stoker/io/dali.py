@@ -280,7 +280,8 @@ class DALIBatches:
 
     Args:
         spec: The pipeline definition.
-        labels: Class label of every sample of the split (by position).
+        labels: Target of every sample of the split (by position): class indices, or a ``[N, C]`` tensor of
+            multi-hot targets.
         sampler: The rank's sampler over the split; ``batch_size`` and ``drop_last`` as the spec's.
         seed: Base seed.
         device: Where the images are put when DALI decodes on the GPU.
@@ -294,7 +295,7 @@ class DALIBatches:
     def __init__(
         self,
         spec: PipelineSpec,
-        labels: list[int],
+        labels: list[int] | torch.Tensor,
         sampler: ResumableDistributedSampler,
         *,
         seed: int,
@@ -307,7 +308,7 @@ class DALIBatches:
                              f"{len(spec.files)} files")
         self.spec = spec
         self.sampler = sampler
-        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self.labels = labels if isinstance(labels, torch.Tensor) else torch.tensor(labels, dtype=torch.int64)
         self.seed = seed
         self.device = device
         self.input_key = input_key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from torchvision.io import ImageReadMode, decode_image
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 # Formats torchvision's native decoders read; anything else goes straight to PIL.
 _NATIVE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF")
@@ -90,7 +93,10 @@ def _decode_with_pil(data: bytes, path: str | os.PathLike[str], native_reason: s
                 image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8))
             rgb = np.asarray(image.convert("RGB"))
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError...)
-        reason = native_reason or f"not a readable image ({type(err).__name__}: {err})"
+        # PIL names the buffer it read by its repr ("<_io.BytesIO object at 0x7f...>"): a memory address says
+        # nothing to a user, and would make the same file's reason differ from run to run.
+        detail = _OBJECT_REPR.sub("the data", str(err))
+        reason = native_reason or f"not a readable image ({type(err).__name__}: {detail})"
         raise ImageDecodeError(path, reason) from err
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
@@ -112,6 +118,15 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
     """
     try:
         read_image(path)
+    except ImageDecodeError as err:
+        return err.reason
+    return None
+
+
+def check_image_bytes(data: bytes, name: str = "<bytes>") -> str | None:
+    """Why encoded bytes are unusable as an image (``None`` when they decode), as :func:`check_image` for a file."""
+    try:
+        decode_image_bytes(data, name)
     except ImageDecodeError as err:
         return err.reason
     return None

@@ -71,7 +71,7 @@ def test_find_bad_files_caches_results_by_size_and_mtime(tmp_path: Path) -> None
         calls.append(path)
         return IMAGE.check(path)
 
-    counting = Media("image", IMAGE.extensions, check)
+    counting = Media("image", IMAGE.extensions, check, IMAGE.check_bytes)
     cache = tmp_path / "cache.json"
     bad = find_bad_files(tmp_path, ["good.jpg", "bad.jpg"], counting, num_workers=2, cache_path=cache)
     assert list(bad) == ["bad.jpg"] and cache.is_file() and len(calls) == 2

@@ -60,7 +60,7 @@ def test_every_datamodule_loads_from_a_checkpoint_with_the_arguments_it_was_buil
 def test_a_wrapper_restores_with_the_module_it_wraps(tmp_path: Path) -> None:
     write_image_tree(tmp_path / "images", {"a": 3, "b": 3}, size=(16, 16))
     dm = ImbalancedDataModule(ImageFolderDataModule(str(tmp_path / "images"), batch_size=2), strategy="sqrt_inverse")
-    assert dm.hparams["datamodule"]["class_path"] == "stoker.datamodules.image.ImageFolderDataModule"
+    assert dm.hparams["datamodule"]["class_path"] == "stoker.datamodules.image_folder.ImageFolderDataModule"
     restored = ImbalancedDataModule.load_from_checkpoint(_ckpt(dm, tmp_path / "imbalanced.ckpt"))
     assert restored.strategy == "sqrt_inverse" and restored.datamodule.batch_size == 2
 

@@ -146,7 +146,7 @@ def test_missing_and_empty_roots_are_clear_errors(tmp_path, image_tree) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist or is not a directory"):
         make_dm(tmp_path / "nowhere").setup()
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no class folders under"):
+    with pytest.raises(ValueError, match="no class folder, so there is no class to tell apart"):
         make_dm(tmp_path / "empty").setup()
     (tmp_path / "noimages" / "a").mkdir(parents=True)
     (tmp_path / "noimages" / "a" / "notes.txt").write_text("x")

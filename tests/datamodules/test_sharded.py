@@ -128,7 +128,7 @@ def test_a_corrupt_sample_is_skipped_counted_and_reported_on_request(shard_copy:
     batches = [dm.on_before_batch_transfer(batch, 0) for batch in dm.val_dataloader()]
     assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(1, 8))
     assert all(SKIPPED_KEY not in b for b in batches)
-    with pytest.warns(UserWarning, match=rf"(?s)skipped 1 undecodable sample\(s\) in epoch 0 .*{key}"):
+    with pytest.warns(UserWarning, match=rf"(?s)skipped 1 unreadable image sample\(s\) in epoch 0 .*{key}"):
         dm.teardown()
     assert dm.skipped_report == {0: 1}
 

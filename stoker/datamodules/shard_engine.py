@@ -1,0 +1,143 @@
+"""How a media DataModule streams a stoker shard set (``stoker pack``'s output) with litdata.
+
+A shard set has no per-sample random access worth using (its chunks live on object storage), so
+instead of the map-style path of :class:`~stoker.datamodules.source.SourceDataModule` its splits
+stream through :class:`~stoker.data.shard_stream.ShardStream` (training) and ``ShardPass``
+(evaluation): one global permutation of chunks and samples per epoch across nodes, equal whole
+batches per rank, exactly-once evaluation and exact resume (see :mod:`stoker.data.shard_stream`).
+
+The DataModule owns this engine and keeps the rest (the batch contract, transforms, DALI, skipped
+samples, the report); the engine reads the set's small metadata file in ``__init__`` (class names,
+split sizes, fingerprint), checks every split's index and chunks once per node in ``prepare`` and
+builds the loaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from stoker._imports import require
+from stoker.data.shard_items import SampleLocator
+from stoker.data.shard_stream import ShardPass, ShardStream, StreamPosition
+from stoker.data.shards import ShardSetMeta, SplitChunks, check_location, check_split, join, read_labels, read_meta
+from stoker.samplers.shard_plan import ShardPlan
+
+
+class ShardEngine:
+    """The shard-set side of a media DataModule (see the module).
+
+    Args:
+        datamodule: The owner: its loader policy, seed, batch size and per-sample decoding (``shard_items``).
+        source: The shard set: a folder or an ``s3://``/``gs://``/``r2://`` URL.
+        cache_dir: Node-local cache root: litdata keeps the chunks of a remote set under ``<cache_dir>/chunks``,
+            stoker its checks under ``<cache_dir>/stoker-shards``.
+        storage_options: Options for litdata's object-store client.
+    """
+
+    def __init__(self, datamodule: Any, source: str, *, cache_dir: str | None,
+                 storage_options: dict[str, Any] | None) -> None:
+        require("shards", type(datamodule).__name__)
+        check_location(source)
+        self.dm = datamodule
+        self.source, self.cache_dir = source, cache_dir
+        self.storage_options = dict(storage_options) if storage_options else None
+        self.meta: ShardSetMeta = read_meta(source, self.storage_options)
+        media = datamodule.media.name
+        if self.meta.media != media:
+            raise ValueError(f"{source!r} holds {self.meta.media} shards, but {type(datamodule).__name__} reads "
+                             f"{media}; use the {self.meta.media} DataModule")
+        self.chunks: dict[str, SplitChunks] = {}
+        self._train_labels: list[int] | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta.class_names)
+
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split, as packed."""
+        return {split: self.meta.splits.get(split, 0) for split in ("train", "val", "test")}
+
+    def train_labels(self) -> list[int]:
+        """Labels of the training split by packed position (a sample's ``index``), read from the shard set."""
+        if self._train_labels is None:
+            self._train_labels = read_labels(self.source, "train", self.storage_options)
+        return self._train_labels
+
+    def prepare(self) -> None:
+        """Check every split's index and chunk files (once per node) and record them in the node's cache."""
+        record = self.prepared_record_path()
+        previous = json.loads(record.read_text()) if record.is_file() else {}
+        checked = {split: check_split(self.source, split, size, self.storage_options)
+                   for split, size in self.meta.splits.items() if size}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        same = previous.get("fingerprint") == self.meta.fingerprint
+        record.write_text(json.dumps({
+            "source": self.source, "fingerprint": self.meta.fingerprint, "host": socket.gethostname(),
+            "prepared": int(previous.get("prepared", 0)) + 1 if same else 1,
+            "splits": {split: {"names": list(c.names), "counts": list(c.counts)} for split, c in checked.items()},
+        }, indent=1))
+
+    def setup(self) -> None:
+        """Read the splits' chunk lists (from this node's record when ``prepare`` wrote it) and the fingerprint."""
+        if self.chunks:
+            return
+        record = self.prepared_record_path()
+        saved = json.loads(record.read_text()) if record.is_file() else {}
+        if saved.get("fingerprint") == self.meta.fingerprint:
+            self.chunks = {split: SplitChunks(tuple(c["names"]), tuple(c["counts"]))
+                           for split, c in saved["splits"].items()}
+        else:  # prepare did not run on this node (or for this data): check here
+            self.chunks = {split: check_split(self.source, split, size, self.storage_options)
+                           for split, size in self.meta.splits.items() if size}
+        self.dm.record_fingerprint(self.meta.fingerprint)
+
+    def loader(self, split: str, *, train: bool) -> Any:
+        """The loader of one split (wrapped for DALI when the DataModule decodes with it)."""
+        dm = self.dm
+        if not self.chunks:
+            raise ValueError(f"{type(dm).__name__}: call setup() before asking for a loader; the shard lists are "
+                             "read there")
+        world, rank = dm.world()
+        location = join(self.source, split)
+        locator = SampleLocator(location, self.chunks[split])
+        chunk_cache = os.path.join(self.cache_dir, "chunks") if self.cache_dir else None
+        common: dict[str, Any] = dict(rank=rank, num_replicas=world, batch_size=dm.batch_size, seed=dm.seed,
+                                      cache_dir=chunk_cache, max_cache_size=getattr(dm, "max_cache_size", None),
+                                      storage_options=self.storage_options)
+        stream: ShardStream | ShardPass
+        if train:
+            stream = ShardStream(location, dm.shard_items(split, locator), num_samples=self.meta.splits[split],
+                                 **common)
+            if stream.num_batches == 0:
+                raise ValueError(f"{type(dm).__name__}: the training split has {stream.num_samples} samples, which "
+                                 f"gives each of {world} rank(s) no whole batch of batch_size={dm.batch_size}; lower "
+                                 f"batch_size (at most {stream.num_samples // world}) or add data")
+            dm.track_train_sampler(StreamPosition(stream))  # an epoch-end checkpoint's position applies here
+        else:
+            stream = ShardPass(location, dm.shard_items(split, locator), **common)
+        loader = dm.make_loader(stream, train=train, collate_fn=dm.shard_collate())  # seeded by the stream's epoch
+        if isinstance(stream, ShardStream):
+            stream.prepare(dm.num_workers)
+        return dm.shard_wrap(loader, split, locator)
+
+    def prepared_record_path(self) -> Path:
+        """Where ``prepare`` records its checks of the shard set on this node (the node's cache)."""
+        base = Path(self.cache_dir) if self.cache_dir else Path(os.environ.get("STOKER_CACHE", "~/.cache/stoker"))
+        key = hashlib.sha1(self.source.encode("utf-8")).hexdigest()[:16]
+        return base.expanduser() / "stoker-shards" / key / "prepared.json"
+
+    def describe(self) -> dict[str, Any]:
+        world = self.dm.world()[0]
+        plan = ShardPlan(self.meta.splits.get("train", 0), world, mode="cut", batch_size=self.dm.batch_size,
+                         drop_last=True)
+        return {"dataset": self.source, "fingerprint": self.meta.fingerprint, "packed_by": self.meta.stoker_version,
+                "train_batches_per_rank": plan.num_batches(0),
+                "train_dropped_per_epoch": plan.num_samples - plan.share(0) * world}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()

@@ -1,0 +1,520 @@
+"""What every media DataModule (images, audio) does the same way, whatever the source.
+
+A source reader (:mod:`stoker.data.sources`) lists samples with their splits and labels and
+fetches one sample's bytes; everything else happens here, once for every source: the decode
+check and the content hashes (once per node, cached), quarantine, the split, the fingerprint,
+the loaders, samples that fail while training, predicting on new data, and the report. A stoker
+shard set streams instead (:class:`~stoker.datamodules.shard_engine.ShardEngine`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSamplePolicy, SkippingCollate
+from stoker.data.folder import printable, read_path_list
+from stoker.data.loader import available_cores
+from stoker.data.manifest import check_manifest_fingerprint, dataset_fingerprint, read_manifest
+from stoker.data.media import IMAGE, Media
+from stoker.data.progress import FileProgress
+from stoker.data.sources import Pairs, Source, SourceIndex, open_source, source_kind
+from stoker.data.sources.checks import find_bad_samples, sample_hashes, source_cache_path
+from stoker.data.sources.labels import Label, LabelMap
+from stoker.data.splits import drifted, split_folder_files, split_report, validate_fractions
+from stoker.datamodules.base import StokerDataModule
+
+Verify = Literal["decode", "none"]
+EVAL_SPLITS: tuple[str, ...] = ("val", "test")
+
+
+class SourceDataModule(StokerDataModule):
+    """Base of the media DataModules: one pipeline over every source (see the module).
+
+    A subclass sets :attr:`media`, builds a dataset from ``(key, label)`` pairs (:meth:`_build_dataset`)
+    and says how a shard sample decodes (:meth:`shard_items`).
+
+    Args:
+        source: A folder of class folders, a table of files, a Hugging Face dataset (``save_to_disk``
+            folder, parquet/arrow files or ``hf://<name>``), WebDataset tars, or a stoker shard set.
+        media_field: The column or member that holds the media (the subclass's ``image_field``/``audio_field``).
+        label_field: The column (or WebDataset ``json`` field) holding labels.
+        path_field: A table's column of file paths.
+        split_field: A table's column of splits (used when present).
+        multi_label: Each sample has a set of classes; targets become multi-hot float ``[N, C]``.
+        class_names: Fix the classes and their order (default: what the source says).
+        subset: A hub dataset's configuration (``hf://`` sources).
+        revision: A hub dataset's revision (``hf://`` sources).
+        storage_options: Object-store client options for ``s3://`` sources (endpoint, profile).
+        val_fraction: Share of each class held out for validation when the source brings no validation split.
+        test_fraction: Share of each class held out for testing when the source brings no test split.
+        max_bad_fraction: Largest tolerated fraction of unusable samples.
+        verify: ``"decode"`` checks every sample by decoding it once; ``"none"`` trusts them.
+        on_bad_sample: A sample that fails while training: ``"raise"`` an error naming it, or ``"skip"`` it.
+        quarantine: A file listing keys (paths relative to the root or table) to leave out, e.g. from ``stoker scan``.
+        manifest: A split manifest from ``stoker split``; it replaces the source's split.
+        strict_fingerprint: Resuming from a checkpoint whose data fingerprint differs is an error.
+        cache_dir: The node-local folder for everything this DataModule caches (decode checks, hashes,
+            converted Hugging Face datasets, downloaded tars, shard chunks); default ``~/.cache/stoker``
+            (``$STOKER_CACHE``) for stoker's and each library's own default for theirs.
+        predict_source: New data for ``predict`` (any source; labels optional). Default: the test split,
+            else validation.
+        batch_size: See :class:`~stoker.datamodules.base.StokerDataModule` (so are the rest).
+    """
+
+    media: Media = IMAGE
+
+    def __init__(
+        self,
+        source: str | list[str],
+        *,
+        media_field: str,
+        label_field: str,
+        path_field: str,
+        split_field: str,
+        multi_label: bool,
+        class_names: list[str] | None,
+        subset: str | None,
+        revision: str | None,
+        storage_options: dict[str, Any] | None,
+        val_fraction: float,
+        test_fraction: float,
+        max_bad_fraction: float,
+        verify: Verify,
+        on_bad_sample: BadSamplePolicy,
+        quarantine: str | None,
+        manifest: str | None,
+        strict_fingerprint: bool,
+        cache_dir: str | None,
+        predict_source: str | list[str] | None,
+        batch_size: int,
+        num_workers: int | None,
+        pin_memory: bool | None,
+        persistent_workers: bool,
+        prefetch_factor: int,
+        seed: int,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+        validate_fractions(val_fraction, test_fraction)
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        if verify not in ("decode", "none"):
+            raise ValueError(f"verify must be 'decode' or 'none', got {verify!r}")
+        if on_bad_sample not in BAD_SAMPLE_POLICIES:
+            raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
+        source = os.fspath(source) if isinstance(source, os.PathLike) else source
+        self.source = source
+        self.fields = {"media_field": media_field, "label_field": label_field, "path_field": path_field,
+                       "split_field": split_field}
+        self.multi_label = multi_label
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.max_bad_fraction, self.verify, self.on_bad_sample = max_bad_fraction, verify, on_bad_sample
+        self.quarantine, self.manifest = quarantine, manifest
+        self.strict_fingerprint = strict_fingerprint
+        self.cache_dir = cache_dir
+        self.predict_source = os.fspath(predict_source) if isinstance(predict_source, os.PathLike) else predict_source
+        self._options: dict[str, Any] = {"subset": subset, "revision": revision, "storage_options": storage_options}
+        self.source_kind = source_kind(source, media_field=media_field, path_field=path_field,
+                                       storage_options=storage_options)
+        self.shards: Any = None
+        self.reader: Source | None = None
+        if self.source_kind == "shards":
+            from stoker.datamodules.shard_engine import ShardEngine
+
+            if multi_label:
+                raise ValueError("stoker shard sets hold one label per sample; multi_label needs another source "
+                                 "(a table, a Hugging Face dataset or WebDataset tars)")
+            self.shards = ShardEngine(self, str(source), cache_dir=cache_dir, storage_options=storage_options)
+        else:
+            self.reader = self._open(source, class_names=class_names)
+        self._class_names = list(class_names) if class_names is not None else None
+        self.bad_files: dict[str, str] = {}
+        self.quarantined: list[str] = []
+        self.skipped: list[str] = []
+        self.skipped_samples: dict[int, dict[str, str]] = {}  # epoch -> {sample: reason}, until reported
+        self.skipped_report: dict[int, int] = {}  # epoch -> samples skipped under on_bad_sample="skip"
+        self.splits: dict[str, Pairs] = {}
+        self.datasets: dict[str, Any] = {}
+        self.split_notes: list[str] = []
+        self.split_drift: dict[str, dict[str, object]] = {}
+        self._predict: tuple[Source, Pairs] | None = None
+        # How messages call a sample: a file (folders, tables) or a sample (rows, tar members, shard records).
+        self.unit = "file" if self.reader is not None and self.reader.local_files else "sample"
+
+    def _open(self, source: str | list[str], *, class_names: list[str] | None, labelled: bool = True) -> Source:
+        return open_source(source, self.media, class_names=class_names, multi_label=self.multi_label,
+                           cache_dir=self.cache_dir, labelled=labelled, media_field=self.fields["media_field"],
+                           label_field=self.fields["label_field"], path_field=self.fields["path_field"],
+                           split_field=self.fields["split_field"], subset=self._options["subset"],
+                           revision=self._options["revision"], storage_options=self._options["storage_options"])
+
+    # ----------------------------------------------------------------- what a subclass provides
+    def _build_dataset(self, source: Source, split: str, pairs: Pairs) -> Any:
+        """A map-style dataset of the pairs (or whatever this DataModule's loaders read)."""
+        raise NotImplementedError
+
+    def shard_items(self, split: str, locator: Any) -> Any:
+        """The per-sample decoder of a shard split (runs in the loader workers)."""
+        raise NotImplementedError
+
+    def shard_wrap(self, loader: Any, split: str, locator: Any) -> Any:
+        """What Lightning iterates for a shard split (the loader itself unless DALI decodes)."""
+        return loader
+
+    def shard_collate(self) -> Any:
+        return SkippingCollate()
+
+    # ----------------------------------------------------------------- self-description
+    @property
+    def root(self) -> str | list[str]:
+        """The source (the name the folder DataModules have always used)."""
+        return self.source
+
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            names = self.shards.class_names if self.shards is not None else self.reader.known_class_names()  # type: ignore[union-attr]
+            if names is None:
+                raise ValueError(
+                    f"{type(self).__name__}: the classes of {self.source!r} are known once its samples are indexed "
+                    "(in prepare_data/setup); call setup() first, or pass class_names=[...] so that num_classes is "
+                    "known from __init__ (LightningCLI links it into the model)")
+            self._class_names = list(names)
+        return self._class_names
+
+    def train_labels(self) -> list[Label]:
+        """Labels of the training split in dataset order (available after ``setup``)."""
+        if self.shards is not None:
+            return self.shards.train_labels()
+        return [label for _, label in self.splits["train"]]
+
+    @property
+    def meta(self) -> Any:
+        """A shard set's metadata (class names, split sizes, fingerprint); ``None`` for other sources."""
+        return self.shards.meta if self.shards is not None else None
+
+    def prepared_record_path(self) -> Any:
+        """Where ``prepare_data`` records its checks of a shard set on this node (shard sets only)."""
+        if self.shards is None:
+            raise ValueError(f"{type(self).__name__}: {self.source!r} is not a shard set")
+        return self.shards.prepared_record_path()
+
+    def plan(self, split: str, world_size: int = 1) -> Any:
+        """Padding, batches per rank and dropped samples of a split over ``world_size`` ranks (after ``setup``)."""
+        from stoker.samplers.shard_plan import ShardPlan
+
+        train = split == "train"
+        return ShardPlan(self.split_sizes()[split], world_size, mode="cut" if train else "unrepeated",
+                         batch_size=self.batch_size, drop_last=train)
+
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split (after ``setup``)."""
+        if self.shards is not None:
+            return self.shards.split_sizes()
+        return {split: len(pairs) for split, pairs in self.splits.items()}
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Once per node: download or convert the source, decode-check and hash every sample (cached)."""
+        if self.shards is not None:
+            self.shards.prepare()
+            return
+        assert self.reader is not None
+        self.reader.prepare(self.cache_dir)
+        self._unusable(self.reader, self.reader.index(), self._excluded())
+
+    def setup(self, stage: str | None = None) -> None:
+        """List the source, leave out bad and quarantined samples, split, and build the datasets."""
+        if self.shards is not None:
+            self.shards.setup()
+            self._report()
+            return
+        if self.datasets:
+            return
+        assert self.reader is not None
+        index = self.reader.index()
+        self._class_names = index.class_names
+        excluded = self._excluded()
+        self.skipped = list(index.skipped)
+        self.quarantined = sorted(key for key in index.keys if key in excluded)
+        self.bad_files, hashes = self._unusable(self.reader, index, excluded)
+        self._check_bad_fraction(len(index.keys))
+        drop = excluded | set(self.bad_files)
+        kept = {split: [(key, y) for key, y in pairs if key not in drop] for split, pairs in index.files.items()}
+        splits = self._manifest_splits(kept) if self.manifest else self._split(kept)
+        self.splits = {split: splits.get(split, []) for split in ("train", *EVAL_SPLITS)}
+        self.split_notes = self._describe_split(index, kept)
+        if not self.splits["train"]:
+            raise ValueError(f"no training {self.media.name} samples left in {self.source!r} after the split and "
+                             "exclusions")
+        self.datasets = {split: self._build_dataset(self.reader, split, pairs) for split, pairs in self.splits.items()}
+        label_map = LabelMap(self.class_names, multi_label=self.multi_label)
+        self.record_fingerprint(dataset_fingerprint((split, label_map.name_of(y), key, hashes[key])
+                                                    for split, pairs in self.splits.items() for key, y in pairs))
+        check_manifest_fingerprint(self.manifest, self.fingerprint or "")
+        self._report()
+
+    def train_dataloader(self) -> Any:
+        if self.shards is not None:
+            return self.shards.loader("train", train=True)
+        # Stage times ride with the batches of a Trainer's loader only (the load profile).
+        return self.make_loader(self.datasets["train"], train=True, collate_fn=self.profiled(SkippingCollate()))
+
+    def val_dataloader(self) -> Any:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> Any:
+        sizes = self.split_sizes()
+        if not sizes.get("test"):
+            raise ValueError(
+                f"{type(self).__name__}: there is no test split to test on ({self._sizes_text()}): {self.source!r} "
+                "brings none and test_fraction=0. Hold out a seeded share of each class with "
+                "--data.init_args.test_fraction=0.1 (training then uses the rest), or give the source a test split "
+                "(root/test/<class>/..., a 'test' value in the table's split column, test-*.parquet or test-*.tar)")
+        return self._eval_loader("test")
+
+    @property
+    def predict_split(self) -> str:
+        """The split ``predict`` runs on without a ``predict_source``: test when there is one, else validation."""
+        return "test" if self.split_sizes().get("test") else "val"
+
+    def predict_dataloader(self) -> Any:
+        if self.predict_source is None:
+            return self._eval_loader(self.predict_split)
+        source, pairs = self._predict_samples()
+        dataset = self._build_dataset(source, "predict", pairs)
+        return self.make_loader(dataset, train=False, collate_fn=SkippingCollate())
+
+    def predict_names(self) -> list[str]:
+        """How ``PredictionWriter`` names the predicted samples, by ``index`` (their keys)."""
+        if self.predict_source is not None:
+            return [key for key, _ in self._predict_samples()[1]]
+        return [key for key, _ in self.splits.get(self.predict_split, [])]
+
+    def _eval_loader(self, split: str) -> Any:
+        if self.shards is not None:
+            return self.shards.loader(split, train=False) if self.split_sizes().get(split) else []
+        dataset = self.datasets.get(split)
+        if dataset is None or not len(dataset):
+            return []  # Lightning then skips it, as a missing split should
+        return self.make_loader(self.datasets[split], train=False, collate_fn=SkippingCollate())
+
+    def _predict_samples(self) -> tuple[Source, Pairs]:
+        if self._predict is None:
+            assert self.predict_source is not None
+            source = self._open(self.predict_source, class_names=self.class_names, labelled=False)
+            source.prepare(self.cache_dir)
+            index = source.index()
+            pairs = [pair for pairs in index.files.values() for pair in pairs]
+            if index.bad:
+                rank_zero_warn(f"predict_source {self.predict_source!r}: left out {len(index.bad)} sample(s): "
+                               + "; ".join(f"{key}: {why}" for key, why in list(index.bad.items())[:5]))
+            self._predict = (source, sorted(pairs))
+        return self._predict
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Take the load profile and the samples skipped under ``on_bad_sample="skip"`` out of the batch; count them."""
+        batch = super().on_before_batch_transfer(batch, dataloader_idx)
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        if isinstance(batch, dict) and SKIPPED_KEY in batch:
+            found = self.skipped_samples.setdefault(epoch, {})
+            for path, reason in batch.pop(SKIPPED_KEY):
+                found[path] = reason
+        if self.skipped_samples:
+            self._report_skips(before=epoch)
+        return batch
+
+    def teardown(self, stage: str | None = None) -> None:
+        self._report_skips(before=None)
+
+    def sample_name(self, index: int) -> str:
+        pairs = self.splits.get("train", [])
+        return printable(pairs[index][0]) if 0 <= index < len(pairs) else f"index {index}"
+
+    # ----------------------------------------------------------------- internals
+    def _excluded(self) -> set[str]:
+        return read_path_list(self.quarantine) if self.quarantine else set()
+
+    def _progress(self, what: str, hint: str) -> FileProgress:
+        return FileProgress(f"{what} {self.media.name} samples of {self.source}", hint)
+
+    def _unusable(self, source: Source, index: SourceIndex,
+                  excluded: set[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """``(bad samples with their reasons, content hashes of the others)``, both cached per sample."""
+        keys = [key for pairs in index.files.values() for key, _ in pairs if key not in excluded]
+        bad = {key: reason for key, reason in index.bad.items() if key not in excluded}
+        workers = min(8, available_cores())
+        if self.verify == "decode":
+            progress = self._progress("decode-checking", "verify='none' skips the check (a corrupt sample then "
+                                                         "fails the run when it is read)")
+            try:
+                bad.update(find_bad_samples(source, keys, num_workers=workers, progress=progress,
+                                            cache_path=source_cache_path(source, self.cache_dir, self.media.name)))
+            finally:
+                progress.close()
+        readable = [key for key in keys if key not in bad]
+        progress = self._progress("hashing", "for the data fingerprint; a manifest from `stoker split` carries them")
+        try:
+            hashes, unreadable = sample_hashes(source, readable, num_workers=workers, progress=progress,
+                                               cache_path=source_cache_path(source, self.cache_dir, "sha256"))
+        finally:
+            progress.close()
+        bad.update(unreadable)  # with verify="none", hashing is what meets an unreadable sample
+        return dict(sorted(bad.items())), hashes
+
+    def _split(self, kept: dict[str, Pairs]) -> dict[str, Pairs]:
+        if not self.multi_label:
+            return split_folder_files(kept, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
+                                      seed=self.seed)
+        # Multi-label rows have no single class to stratify by: one pool, exact overall quotas.
+        labels = {key: y for pairs in kept.values() for key, y in pairs}
+        flat = {split: [(key, 0) for key, _ in pairs] for split, pairs in kept.items()}
+        out = split_folder_files(flat, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
+        return {split: [(key, labels[key]) for key, _ in pairs] for split, pairs in out.items()}
+
+    def _manifest_splits(self, kept: dict[str, Pairs]) -> dict[str, Pairs]:
+        """The splits a manifest says, among the samples still available (files it does not list are left out)."""
+        assert self.manifest is not None
+        manifest = read_manifest(self.manifest)
+        label_map = LabelMap(self.class_names, multi_label=self.multi_label)
+        available = {key for pairs in kept.values() for key, _ in pairs}
+        out: dict[str, Pairs] = {split: [] for split in ("train", *EVAL_SPLITS)}
+        labels = {row.path: label_map(row.label) for row in manifest.rows}
+        unknown = sorted({row.label for row in manifest.rows if labels[row.path][0] is None})
+        if unknown:
+            raise ValueError(f"manifest {str(self.manifest)!r} uses labels {unknown[:10]} that are not class names "
+                             f"{self.class_names}; the manifest was made for other data")
+        for row in manifest.rows:
+            if row.path in available:
+                out[row.split].append((row.path, labels[row.path][0]))  # type: ignore[arg-type]
+        return out
+
+    def _describe_split(self, index: SourceIndex, kept: dict[str, Pairs]) -> list[str]:
+        """Say where each split came from, and how far carved-out shares are from what was asked."""
+        if self.manifest:
+            return [f"splits from the manifest {self.manifest!r}"]
+        given = [split for split in ("train", *EVAL_SPLITS) if split in index.files]
+        notes = list(index.notes)
+        carved = {split: fraction for split, fraction in (("val", self.val_fraction), ("test", self.test_fraction))
+                  if split not in index.files}
+        if index.presplit:
+            notes.append(f"the source brings its splits ({', '.join(given)}): kept as they are")
+        for split, fraction in carved.items():
+            if fraction > 0:
+                pool = "train" if index.presplit else "the whole pool"
+                notes.append(f"{split}: carved out of {pool} by a seeded per-class {fraction:.0%} share")
+        pool_labels = [y for key, y in self.splits["train"]] + [y for split in carved for _, y in self.splits[split]]
+        if self.multi_label:
+            pool_labels = [0] * len(pool_labels)
+        held = {split: [y if not self.multi_label else 0 for _, y in self.splits[split]] for split in carved}
+        self.split_drift = split_report(pool_labels, held, carved)
+        for split, report in self.split_drift.items():
+            if drifted(report):
+                without = report["classes_without"]
+                names = [self.class_names[int(y)] for y in without][:5] if not self.multi_label else []  # type: ignore[attr-defined]
+                text = (f"{split}_fraction={report['asked']} asked, {report['samples']} of {report['of']} samples "
+                        f"({float(report['realised']):.1%}) held out: each class's share is rounded on its own")  # type: ignore[arg-type]
+                if without:
+                    text += (f"; {len(without)} class(es) have no {split} sample (e.g. {names}): a class keeps its "  # type: ignore[arg-type]
+                             "only sample(s) for training")
+                rank_zero_warn(f"{type(self).__name__}: {text}. Give small classes more samples, or split with a "
+                               "manifest from `stoker split --method hash` (per-sample draws)")
+                notes.append(text)
+        return notes
+
+    def _check_bad_fraction(self, total: int) -> None:
+        if not self.bad_files:
+            return
+        fraction = len(self.bad_files) / max(1, total)
+        if fraction > self.max_bad_fraction:
+            listed = "\n".join(f"  {printable(key)}: {reason}" for key, reason in list(self.bad_files.items())[:10])
+            raise ValueError(
+                f"{len(self.bad_files)} of {total} {self.media.name} {self.unit}s under {self.source!r} "
+                f"({fraction:.1%}) are unusable, more than max_bad_fraction={self.max_bad_fraction:.1%}. First "
+                f"ones:\n{listed}\n"
+                "Fix or remove them, or raise max_bad_fraction to train without them."
+            )
+
+    def _report_skips(self, *, before: int | None) -> None:
+        # Each epoch's skipped samples are reported once, when a later epoch begins (or at teardown);
+        # on every rank, since each rank skips samples of its own shard.
+        for epoch in sorted(e for e in self.skipped_samples if before is None or e < before):
+            found = self.skipped_samples.pop(epoch)
+            listed = "\n".join(f"  {printable(path)}: {reason}" for path, reason in sorted(found.items()))
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            warnings.warn(f"{type(self).__name__} (rank {rank}): skipped {len(found)} unreadable {self.media.name} "
+                          f"{self.unit}(s) in epoch {epoch} (on_bad_sample='skip'):\n{listed}", stacklevel=2)
+            self.skipped_report[epoch] = self.skipped_report.get(epoch, 0) + len(found)
+
+    def _sizes_text(self) -> str:
+        return ", ".join(f"{split} {n}" for split, n in self.split_sizes().items())
+
+    def _report(self) -> None:
+        where = f" ({self.source_kind} {self.source})"
+        rank_zero_info(f"{type(self).__name__}: {len(self.class_names)} classes; {self._sizes_text()}{where}")
+        for note in self.split_notes:
+            rank_zero_info(f"  split: {note}")
+        if self.bad_files:
+            listed = "\n".join(f"  {printable(key)}: {reason}" for key, reason in self.bad_files.items())
+            rank_zero_warn(f"excluded {len(self.bad_files)} unusable {self.media.name} {self.unit}(s) under "
+                           f"{self.source!r}:\n{listed}")
+        if self.quarantined:
+            rank_zero_info(f"left out {len(self.quarantined)} quarantined {self.unit}(s) listed in {self.quarantine!r}")
+        if self.skipped:
+            shown = ", ".join(printable(p) for p in self.skipped[:5])
+            rank_zero_info(f"skipped {len(self.skipped)} hidden or tool folder(s)/file(s) that hold no data (e.g. "
+                           f"{shown})")
+
+    def created_files(self) -> list[str]:
+        """The per-sample caches of the decode check and the content hashes, and datasets' converted tables."""
+        found = list(super().created_files())
+        if self.reader is not None:
+            for purpose in (self.media.name, "sha256"):
+                path = source_cache_path(self.reader, self.cache_dir, purpose)
+                if path.is_file():
+                    found.append(str(path))
+            cache_files = getattr(self.reader, "cache_files", None)
+            if callable(cache_files):
+                found += cache_files()
+        return sorted(set(found))
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(source=self.source, source_kind=self.source_kind, split_sizes=self.split_sizes(),
+                    multi_label=self.multi_label, fingerprint=self.fingerprint,
+                    skipped_in_training=dict(self.skipped_report))
+        if self.shards is not None:
+            info.update(self.shards.describe())
+            return info
+        world = self.world()[0]
+        for split, pairs in self.splits.items():
+            if pairs:
+                plan = self.plan(split, world)
+                info[f"{split}_batches_per_rank"] = plan.num_batches(0)
+                info[f"{split}_padding"] = plan.padding  # samples read twice per epoch across ranks
+                info[f"{split}_dropped_per_rank"] = plan.dropped(0)
+        info.update(
+            root=self.source if isinstance(self.source, str) else list(self.source),
+            bad_files=[{"path": printable(key), "reason": reason} for key, reason in self.bad_files.items()],
+            quarantined=[printable(key) for key in self.quarantined],
+            skipped=len(self.skipped),
+            manifest=self.manifest,
+            split_notes=list(self.split_notes),
+            split_drift={split: {k: v for k, v in report.items() if k != "classes_without"}
+                         | {"classes_without": len(report["classes_without"])}  # type: ignore[arg-type]
+                         for split, report in self.split_drift.items()},
+        )
+        return info
+
+
+def as_list(value: str | Sequence[str] | None) -> list[str]:
+    """``None``, one string or several as a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
