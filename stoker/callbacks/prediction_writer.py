@@ -17,7 +17,8 @@ class PredictionWriter(BasePredictionWriter):
     Built on Lightning's ``BasePredictionWriter``, so ``trainer.predict`` (and ``stoker predict``)
     write as they go instead of keeping every prediction in memory. A stoker model's
     ``predict_step`` returns class probabilities ``[N, C]``; the sample's ``index`` comes from the
-    batch, and a folder DataModule names its file (relative to its root). Under DDP every rank
+    batch, and a media DataModule names its file (relative to its root or table) or its sample key,
+    for its ``predict_source`` (new data, e.g. a folder of unlabelled images) or the predicted split. Under DDP every rank
     writes its own file, ``<stem>.rank<r><suffix>``, since each rank predicts a disjoint share.
 
     Columns: ``index``, ``path`` (empty when unknown), then for ``k = 1..top_k``: ``class_k`` (the
@@ -53,8 +54,12 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         datamodule: Any = getattr(trainer, "datamodule", None)
         self._names = list(getattr(datamodule, "class_names", None) or [])
-        splits, split = getattr(datamodule, "splits", None), getattr(datamodule, "predict_split", None)
-        self._paths = [str(item[0]) for item in splits[split]] if isinstance(splits, dict) and split else []
+        names_of = getattr(datamodule, "predict_names", None)
+        if callable(names_of):  # stoker's media DataModules: the predict_source's files, or the predicted split's
+            self._paths = [str(name) for name in names_of()]
+        else:
+            splits, split = getattr(datamodule, "splits", None), getattr(datamodule, "predict_split", None)
+            self._paths = [str(item[0]) for item in splits[split]] if isinstance(splits, dict) and split else []
         header = ["index", "path"] + [f"{kind}_{k}" for k in range(1, self.top_k + 1)
                                       for kind in ("class", "probability")]
         with path.open("w", newline="") as handle:

@@ -38,3 +38,23 @@ def test_writes_index_path_and_top_classes_for_every_predicted_sample(image_tree
     assert float(rows[0]["probability_1"]) > float(rows[0]["probability_2"])
     with pytest.raises(ValueError, match="top_k must be >= 1"):
         PredictionWriter(top_k=0)
+
+
+def test_stoker_predict_writes_a_row_per_new_unlabelled_file(image_tree, tmp_path: Path) -> None:
+    """``stoker predict ... --data.init_args.predict_source=new/`` predicts a flat folder of new images."""
+    from stoker.cli import run_cli
+
+    root = image_tree({"a": 4, "b": 4}, size=(16, 16))
+    new = tmp_path / "new"
+    new.mkdir()
+    for path in sorted(root.rglob("*.jpg"))[:5]:
+        (new / f"new_{path.name}").write_bytes(path.read_bytes())
+    out = tmp_path / "preds.csv"
+    run_cli(["predict", "--model=stoker.models.ImageClassifier", "--model.model_name=resnet10t",
+             "--data=stoker.datamodules.ImageDataModule", f"--data.source={root}", f"--data.predict_source={new}",
+             "--data.batch_size=2", "--data.num_workers=0", "--data.image_size=16", "--trainer.logger=false",
+             "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+             "--trainer.callbacks+=stoker.callbacks.PredictionWriter", f"--trainer.callbacks.output_path={out}"])
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(row["path"] for row in rows) == sorted(p.name for p in new.iterdir())
+    assert all(row["class_1"] in ("a", "b") for row in rows)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from stoker.datamodules import AudioDataModule, ImageDataModule
+from tests.data.test_shards import s3_server  # noqa: F401  (the loopback S3 server fixture)
 from tests.sources_fixtures import (
     CLASSES,
     SPLIT_COUNTS,
@@ -15,6 +16,7 @@ from tests.sources_fixtures import (
     photo_records,
     tone_records,
     write_folder,
+    write_hub_parquet,
     write_saved,
     write_shards,
     write_table,
@@ -217,3 +219,67 @@ def test_audio_from_a_saved_hugging_face_dataset_and_webdataset(tmp_path) -> Non
     dm = AudioDataModule(str(wds), batch_size=2, num_workers=0, sample_rate=8000, clip_seconds=0.25)
     dm.setup("fit")
     assert dm.source_kind == "webdataset" and dm.split_sizes()["val"] == 4
+
+
+def test_hub_names_load_through_datasets_from_a_local_repository_layout(tmp_path, records, monkeypatch) -> None:
+    """``hf://<name>`` goes through ``datasets.load_dataset(name, subset, revision=...)``; a local folder laid out
+    like a hub repository stands in for the hub (nothing is downloaded)."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    repo = write_hub_parquet(tmp_path / "repo", records)
+    dm = _dm(f"hf://{repo}", cache_dir=str(tmp_path / "cache"))
+    assert dm.source_kind == "hf" and dm.num_classes == 3
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.split_sizes() == {"train": 18, "val": 6, "test": 6}
+    assert any((tmp_path / "cache" / "hf").rglob("*.arrow"))  # datasets' cache lives under cache_dir
+
+
+@pytest.mark.parametrize("form", ["hf_saved", "webdataset"])
+def test_a_corrupt_stored_sample_is_named_and_left_out(tmp_path, records, form) -> None:
+    damaged = [r if i != 4 else type(r)(r.name, r.data[: len(r.data) // 3], r.label, r.split)
+               for i, r in enumerate(records)]
+    source = WRITERS[form](tmp_path / form, damaged)
+    dm = _dm(source, max_bad_fraction=0.1, **({"class_names": list(CLASSES)} if form == "webdataset" else {}))
+    with pytest.warns(UserWarning, match="unusable image sample"):
+        dm.setup("fit")
+    assert len(dm.bad_files) == 1 and next(iter(dm.bad_files.values())).startswith("truncated JPEG")
+    assert sum(dm.split_sizes().values()) == len(records) - 1
+
+
+def test_webdataset_tars_on_object_storage_are_fetched_once_per_node(tmp_path, records, s3_server) -> None:
+    import boto3
+
+    local = write_webdataset(tmp_path / "wds", records)
+    client = boto3.client("s3")
+    for tar in sorted(local.glob("*.tar")):
+        client.upload_file(str(tar), "stoker", f"wds/{tar.name}")
+    dm = _dm("s3://stoker/wds/", class_names=list(CLASSES), cache_dir=str(tmp_path / "cache"))
+    assert dm.source_kind == "webdataset"
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.split_sizes() == {"train": 18, "val": 6, "test": 6}
+    assert len(list((tmp_path / "cache" / "webdataset").rglob("*.tar"))) == len(list(local.glob("*.tar")))
+    assert next(iter(dm.train_dataloader()))["image"].shape == (4, 3, 32, 32)
+
+
+@pytest.mark.parametrize("form", ["table", "hf_parquet", "webdataset"])
+def test_dali_decodes_every_source_in_cpu_only_mode(forms, form) -> None:
+    pytest.importorskip("nvidia.dali")
+    kwargs = {"class_names": list(CLASSES)} if form == "webdataset" else {}
+    dali = _dm(forms[form], decode="dali", dali_threads=1, hflip=0.0, **kwargs)
+    cpu = _dm(forms[form], hflip=0.0, **kwargs)
+    for dm in (dali, cpu):
+        dm.setup("fit")
+    batch = next(iter(dali.train_dataloader()))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 3, 32, 32)
+    seen = sorted(i for b in dali.val_dataloader() for i in b["index"].tolist())
+    assert seen == list(range(6))
+    labels = {int(i): int(y) for b in dali.val_dataloader() for i, y in zip(b["index"], b["label"])}
+    assert labels == {i: int(label) for i, (_, label) in enumerate(cpu.splits["val"])}
+
+
+def test_the_demo_recipe_scan_passes_and_every_source_describes_itself(forms) -> None:
+    for form, source in forms.items():
+        dm = _dm(source, **({"class_names": list(CLASSES)} if form == "webdataset" else {}))
+        info = dm.describe()
+        assert info["source_kind"] in ("folder", "table", "hf", "webdataset", "shards")

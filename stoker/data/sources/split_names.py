@@ -52,9 +52,10 @@ def group_by_split(paths: Iterable[Path], *, where: str) -> dict[str, list[Path]
     """Files grouped by the split their name (or their parent folder's name) says, or ``{"all": files}``.
 
     A parent folder named like a split (``train/part-0.parquet``) counts when the file name says none.
+    Files that name no split beside files that do (``part0.csv`` beside ``val.csv``) are the training split.
 
     Raises:
-        ValueError: Some files name a split and others do not (which split would the others be?).
+        ValueError: Unnamed files beside a named training split (which split would they be?).
     """
     files = sorted(paths)
     named: dict[str, list[Path]] = {}
@@ -67,13 +68,15 @@ def group_by_split(paths: Iterable[Path], *, where: str) -> dict[str, list[Path]
             named.setdefault(split, []).append(path)
     if not named:
         return {"all": files} if files else {}
-    if unnamed:
+    if unnamed and "train" in named:
         shown = ", ".join(str(p) for p in unnamed[:3])
         raise ValueError(
             f"{where}: files {', '.join(sorted(named))} name their splits, but {len(unnamed)} file(s) name none "
             f"(e.g. {shown}); rename them after their split (train, validation, test, or "
             "<split>-00000-of-00001.<ext>) or move them out"
         )
+    if unnamed:  # val.csv beside part0.csv, part1.csv: the unnamed files are the training data
+        named["train"] = unnamed
     return {split: named[split] for split in SPLITS if split in named}
 
 
