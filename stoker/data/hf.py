@@ -2,7 +2,7 @@
 
 Nothing here needs a Trainer. :mod:`stoker.datamodules.text` and :mod:`stoker.datamodules.text_stream`
 wire these functions into Lightning's hooks; the benchmark and tests call them directly. Local
-files are found and checked by :mod:`stoker.data.text_files`.
+files, and the kind of a source, are found and checked by :mod:`stoker.data.text_files`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from stoker._imports import require
+from stoker.data.sources.hf import HF_PREFIX
+from stoker.data.sources.split_names import SPLITS
 from stoker.data.text_files import (
     FILE_BUILDERS,
-    SPLIT_ALIASES,
+    SOURCE_KINDS,
     check_columns,
     delimiter,
     diagnose_file,
@@ -28,6 +30,10 @@ from stoker.data.text_files import (
     local_data_files,
     normalize_label,
     read_local_table,
+    saved_dataset,
+    source_splits,
+    split_origin,
+    text_source_kind,
     wrong_type,
 )
 
@@ -36,7 +42,10 @@ PROBLEMS: tuple[str, ...] = ("missing text", "empty text", "missing label", "unk
 PACKAGE_PREFIX = "pkg:"
 LONG_SEQUENCE_WARNING = "sequence-length-is-longer-than-the-specified-maximum"
 TOKENIZE_CALLS = [0]  # batches tokenized in this process; lets tests see a cache hit (no new calls)
-__all__ = ["FILE_BUILDERS", "PROBLEMS", "SPLIT_ALIASES", "check_columns", "local_data_files"]
+# A saved dataset streams as contiguous pieces of its table, read as shards: enough for 8 ranks of 8 workers.
+_SAVED_SHARDS = 64
+__all__ = ["FILE_BUILDERS", "PROBLEMS", "SOURCE_KINDS", "check_columns", "local_data_files", "saved_dataset",
+           "source_splits", "split_origin", "text_source_kind"]
 
 
 def resolve_pretrained(name: str) -> str:
@@ -80,18 +89,69 @@ def load_tokenizer(name: str, revision: str | None = None) -> Any:
     return tokenizer
 
 
-def load_raw(dataset: str, *, subset: str | None = None, revision: str | None = None, streaming: bool = False,
+def _our_splits(raw: Any, source: str) -> dict[str, Any]:
+    mapping, left_out = source_splits(list(raw), source=source)
+    if left_out:
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(f"source {source!r}: left out the split(s) {left_out}, which are none of train, validation "
+                       f"or test, so nothing trains or evaluates on them (used: {mapping})")
+    return {ours: raw[name] for ours in SPLITS for name, split in mapping.items() if split == ours}
+
+
+def load_saved(source: str) -> dict[str, Any] | None:
+    """The splits of a ``save_to_disk`` folder by our names (a ``Dataset`` is one pool, ``"train"``), else ``None``.
+
+    Memory-mapped by ``datasets.load_from_disk``: cheap to call again.
+    """
+    folder = saved_dataset(source)
+    if folder is None:
+        return None
+    require("text", "a saved Hugging Face dataset")
+    import datasets
+
+    loaded = datasets.load_from_disk(str(folder))
+    return _our_splits(dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}, source)
+
+
+def as_stream(ds: Any) -> Any:
+    """A saved split as an ``IterableDataset`` of contiguous shards (so ranks and loader workers can share it)."""
+    return ds.to_iterable_dataset(num_shards=max(1, min(len(ds), _SAVED_SHARDS)))
+
+
+def tokenized_cache_file(source: str, cache_dir: str | None, fingerprint: str) -> str | None:
+    """Where ``Dataset.map`` writes a saved dataset's tokenized table: the datasets cache, not the user's folder.
+
+    ``None`` (datasets' own choice, the cache it converted the files into) for the other sources.
+    """
+    if saved_dataset(source) is None:
+        return None
+    import datasets
+
+    folder = Path(cache_dir or datasets.config.HF_DATASETS_CACHE).expanduser() / "stoker-tokenized"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"{fingerprint}.arrow")
+
+
+def load_raw(source: str, *, subset: str | None = None, revision: str | None = None, streaming: bool = False,
              cache_dir: str | None = None, fields: Sequence[str] = ()) -> dict[str, Any]:
     """Load every split as ``{"train"|"val"|"test": Dataset or IterableDataset}`` (our split names).
 
+    A ``save_to_disk`` folder is read by ``datasets.load_from_disk`` (streamed through :func:`as_stream`),
+    local files by datasets' packaged builders, anything else from the hub. Splits are named by
+    :func:`source_splits`; those it leaves out are named in a warning.
+
     Raises:
-        ValueError: No training split, or a local file datasets cannot read (the message names the file, line
-            and column that :func:`diagnose_file` finds).
+        ValueError: No training split, two splits meaning the same one, or a local file datasets cannot read (the
+            message names the file, line and column that :func:`diagnose_file` finds).
     """
     require("text", "HFTextDataModule")
     import datasets
 
-    local = local_data_files(dataset)
+    saved = load_saved(source)
+    if saved is not None:
+        return {name: as_stream(ds) for name, ds in saved.items()} if streaming else saved
+    local = local_data_files(source)
     if local is not None:
         builder, files = local
         options = {"delimiter": "\t"} if files and delimiter(next(iter(files.values()))[0]) == "\t" else {}
@@ -101,33 +161,27 @@ def load_raw(dataset: str, *, subset: str | None = None, revision: str | None = 
             for split_files in files.values():
                 for f in split_files:
                     diagnose_file(builder, f, fields)
-            raise ValueError(f"dataset {dataset!r}: datasets' {builder} reader failed: {err.__cause__ or err}") from err
+            raise ValueError(f"source {source!r}: datasets' {builder} reader failed: {err.__cause__ or err}") from err
     else:
-        raw = datasets.load_dataset(dataset, subset, revision=revision, cache_dir=cache_dir, streaming=streaming)
-    out: dict[str, Any] = {}
-    for ours, names in SPLIT_ALIASES.items():
-        for name in (ours, *names):
-            if name in raw:
-                out[ours] = raw[name]
-                break
-    if "train" not in out:
-        raise ValueError(f"dataset {dataset!r} has no training split; its splits are {sorted(raw)}")
-    return out
+        raw = datasets.load_dataset(source.removeprefix(HF_PREFIX), subset, revision=revision, cache_dir=cache_dir,
+                                    streaming=streaming)
+    return _our_splits(raw, source)
 
 
-def label_values(dataset: str, label_field: str, *, subset: str | None = None, revision: str | None = None,
+def label_values(source: str, label_field: str, *, subset: str | None = None, revision: str | None = None,
                  cache_dir: str | None = None, text_fields: Sequence[str] = ()) -> tuple[list[str] | None, list[Any]]:
     """``(ClassLabel names or None, distinct training label values)`` without tokenizing anything.
 
     Local files are read with pyarrow, one file at a time; a hub dataset's ClassLabel names come from
-    its builder info, and only string labels need the training split's label column. ``text_fields`` name
-    the text columns when a file turns out malformed (the reader reads every column of a JSON file).
+    its builder info (a saved dataset's from its features), and only string labels need the training
+    split's label column. ``text_fields`` name the text columns when a file turns out malformed (the
+    reader reads every column of a JSON file).
 
     Raises:
         ValueError: Labels that mix numbers and strings (the message names a row of each), or unreadable files.
     """
     require("text", "HFTextDataModule")
-    local = local_data_files(dataset)
+    local = local_data_files(source)
     if local is not None:
         builder, files = local
         values: set[Any] = set()
@@ -144,12 +198,19 @@ def label_values(dataset: str, label_field: str, *, subset: str | None = None, r
         return None, sorted(values, key=_label_sort_key)
     import datasets
 
-    info = datasets.load_dataset_builder(dataset, subset, revision=revision, cache_dir=cache_dir).info
-    feature = (info.features or {}).get(label_field)
+    saved = load_saved(source)
+    if saved is not None:
+        features = saved["train"].features
+    else:
+        info = datasets.load_dataset_builder(source.removeprefix(HF_PREFIX), subset, revision=revision,
+                                             cache_dir=cache_dir).info
+        features = info.features or {}
+    feature = features.get(label_field)
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names), []
-    train = load_raw(dataset, subset=subset, revision=revision, cache_dir=cache_dir)["train"]
-    check_columns(train.column_names, [label_field], dataset=dataset, split="train")
+    train = saved["train"] if saved is not None else \
+        load_raw(source, subset=subset, revision=revision, cache_dir=cache_dir)["train"]
+    check_columns(train.column_names, [label_field], dataset=source, split="train")
     return None, sorted({normalize_label(v) for v in train.unique(label_field)} - {None}, key=_label_sort_key)
 
 

@@ -1,4 +1,14 @@
-"""Local text tables (csv, tsv, json, jsonl, parquet): finding the splits, reading columns, naming bad input.
+"""Text sources and local text tables (csv, tsv, json, jsonl, parquet): finding the splits, reading columns, naming
+bad input.
+
+A text ``source`` is one of two kinds (:func:`text_source_kind`, ``describe()["source_kind"]``):
+
+* ``"hf"``: a hub dataset (``"glue"`` or ``"hf://glue"``, read by ``datasets.load_dataset``) or a folder
+  written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk`` (read by ``datasets.load_from_disk``);
+* ``"table"``: local csv/tsv/json/jsonl/parquet/txt files: one file, a folder or a glob.
+
+Splits keep the names their source gives them (:func:`local_data_files` for files, :func:`source_splits` for a
+dataset's splits, both through :mod:`stoker.data.sources.split_names`): they are never merged and re-split.
 
 Framework-free and without datasets: pyarrow reads the columns, and when a reader rejects a file,
 :func:`diagnose_file` reads it again with Python's ``json``/``csv`` to say which line and column is
@@ -13,55 +23,118 @@ import glob
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from stoker.data.sources.hf import HF_PREFIX, is_saved_dataset
+from stoker.data.sources.split_names import canonical_split, group_by_split, split_files
 
 # Extension -> the datasets packaged builder that reads it (.tsv is csv with a tab delimiter).
 FILE_BUILDERS: dict[str, str] = {
     ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text",
 }
-# Our split name -> the names datasets and hubs use for it (GLUE says "validation", others "dev").
-SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
-    "train": ("train",),
-    "val": ("validation", "val", "valid", "dev"),
-    "test": ("test",),
-}
+SOURCE_KINDS: tuple[str, ...] = ("hf", "table")  # describe()["source_kind"] of the text DataModules
 
 
-def local_data_files(dataset: str) -> tuple[str, dict[str, list[str]]] | None:
-    """``(builder, {split: files})`` when ``dataset`` is a local file, folder or glob; ``None`` for a hub name.
+def local_data_files(source: str) -> tuple[str, dict[str, list[str]]] | None:
+    """``(builder, {split: files})`` when ``source`` is a local file, folder or glob; ``None`` for a hub name or a
+    ``save_to_disk`` folder (datasets reads those itself).
 
-    Files named ``train.*``, ``validation.*``/``val.*``/``dev.*`` and ``test.*`` become those splits;
-    anything else is training data (split later by a seeded stratified split).
+    Splits come from the files' names, as :mod:`stoker.data.sources.split_names` reads them for every source:
+    ``train``, ``validation``/``valid``/``val``/``dev`` and ``test``, alone or as Hugging Face's shards
+    (``train-00000-of-00004.parquet``), in the folder, under its ``data/`` folder or in ``<split>/`` folders.
+    Files that name no split are the training data: beside validation or test files, or alone as one pool
+    (returned as ``"train"``; the DataModule carves the missing held-out splits out of it).
 
     Raises:
-        ValueError: No readable file, or files of several formats (csv and tsv count as two).
+        ValueError: No readable file, files of several formats (csv and tsv count as two), or unnamed files beside
+            a file named ``train``.
     """
-    path = Path(dataset).expanduser()
+    path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in FILE_BUILDERS)
-    elif any(ch in dataset for ch in "*?["):
-        files = sorted(glob.glob(os.path.expanduser(dataset)))
+        if is_saved_dataset(path):
+            return None
+        grouped = split_files(path, FILE_BUILDERS)
+    elif any(ch in source for ch in "*?["):
+        grouped = group_by_split([Path(f) for f in glob.glob(os.path.expanduser(source)) if Path(f).is_file()],
+                                 where=source)
     elif path.is_file() or path.suffix.lower() in FILE_BUILDERS:
-        files = [str(path)]
+        grouped = group_by_split([path], where=source) if path.is_file() else {}
     else:
         return None
-    if not files or not all(Path(f).is_file() for f in files):
+    files = [str(f) for group in grouped.values() for f in group]
+    if not files:
         raise ValueError(
-            f"dataset {dataset!r} names no readable file; expected a path or glob of {sorted(FILE_BUILDERS)}"
+            f"source {source!r} names no readable file; expected a path or glob of {sorted(FILE_BUILDERS)}"
         )
     formats = {".tsv" if f.lower().endswith(".tsv") else FILE_BUILDERS.get(Path(f).suffix.lower(), "?") for f in files}
     if len(formats) != 1 or "?" in formats:
         raise ValueError(
-            f"dataset {dataset!r}: files must share one format of {sorted(FILE_BUILDERS)}, got {files[:5]}"
+            f"source {source!r}: files must share one format of {sorted(FILE_BUILDERS)}, got {files[:5]}"
         )
-    splits: dict[str, list[str]] = {}
-    for f in files:
-        stem = Path(f).stem.lower()
-        split = next((ours for ours, names in SPLIT_ALIASES.items() if stem in names), "train")
-        splits.setdefault(split, []).append(f)
+    # One pool of unnamed files is datasets' "train"; the DataModule carves validation out of it.
+    splits = {("train" if split == "all" else split): [str(f) for f in group] for split, group in grouped.items()}
     return FILE_BUILDERS[Path(files[0]).suffix.lower()], splits
+
+
+def text_source_kind(source: str) -> str:
+    """``"hf"`` for a hub name or a ``save_to_disk`` folder, ``"table"`` for local files (see the module).
+
+    Cheap (a few ``stat`` calls): a file a demo writes later counts as the table it will be.
+    """
+    path = Path(source).expanduser()
+    if source.startswith(HF_PREFIX) or (path.is_dir() and is_saved_dataset(path)):
+        return "hf"
+    if path.is_dir() or path.is_file() or path.suffix.lower() in FILE_BUILDERS or any(c in source for c in "*?["):
+        return "table"
+    return "hf"
+
+
+def saved_dataset(source: str) -> Path | None:
+    """The folder when ``source`` was written by ``save_to_disk``, else ``None``."""
+    path = Path(source).expanduser()
+    return path if not source.startswith(HF_PREFIX) and path.is_dir() and is_saved_dataset(path) else None
+
+
+def source_splits(names: Sequence[str], *, source: str) -> tuple[dict[str, str], list[str]]:
+    """``({the source's split name: ours}, [names left out])`` for a dataset's splits.
+
+    Names are read by :func:`~stoker.data.sources.split_names.canonical_split` (``validation``, ``dev`` ->
+    ``val``...). One split that is not a validation or test split is the pool (our ``train``, held-out
+    splits are carved out of it). Other splits that are none of train/validation/test (``unsupervised``,
+    ``validation_matched``) are left out, never trained on: the caller says so.
+
+    Raises:
+        ValueError: Two splits that mean the same one, or no training split.
+    """
+    if len(names) == 1 and canonical_split(names[0]) in (None, "train"):
+        return {names[0]: "train"}, []
+    ours: dict[str, str] = {}
+    left_out: list[str] = []
+    for name in names:
+        split = canonical_split(name)
+        if split is None:
+            left_out.append(name)
+        elif split in ours.values():
+            twin = next(n for n, s in ours.items() if s == split)
+            raise ValueError(f"source {source!r} has two splits that mean {split!r}: {twin!r} and {name!r}; keep one")
+        else:
+            ours[name] = split
+    if "train" not in ours.values():
+        raise ValueError(f"source {source!r} has no training split; its splits are {list(names)}. Name one 'train'")
+    return ours, left_out
+
+
+def split_origin(given: Sequence[str], carved: dict[str, float]) -> str:
+    """The one line that says where the splits came from: the source's names, or carved out of train.
+
+    ``split_origin(["train", "val"], {})`` is ``"splits as the source names them: train, val"``;
+    ``split_origin(["train"], {"val": 0.1})`` is ``"val carved out of train (val_fraction=0.1)"``.
+    """
+    parts = [f"splits as the source names them: {', '.join(given)}"] if list(given) != ["train"] else []
+    parts += [f"{split} carved out of train ({split}_fraction={fraction:g})" for split, fraction in carved.items()]
+    return "; ".join(parts) or "one training split: the source names no validation or test split, and none is carved"
 
 
 def delimiter(path: str) -> str:
@@ -198,22 +271,32 @@ def read_local_table(builder: str, path: str, fields: Sequence[str], text_fields
 
 def scan_local_rows(builder: str, files: Sequence[str], text_fields: Sequence[str], label_field: str,
                     ) -> dict[str, Any]:
-    """What a stream of local files will skip, counted with pyarrow before training starts.
-
-    Returns:
-        ``{"rows", "bad", "first": ["<file>, row <i> (<problem>)", ...], "labels": distinct label values}``.
+    """What a stream of local files will skip, counted with pyarrow before training starts (see :func:`scan_tables`).
 
     Raises:
-        ValueError: A text column that does not hold strings (naming its first such row), labels that mix
-            numbers and strings across files, or a file the reader rejects.
+        ValueError: As :func:`scan_tables`, or a file the reader rejects.
+    """
+    fields = [*text_fields, label_field]
+    return scan_tables(((path, read_local_table(builder, path, fields, text_fields)) for path in files),
+                       text_fields, label_field)
+
+
+def scan_tables(tables: Iterable[tuple[str, Any]], text_fields: Sequence[str], label_field: str) -> dict[str, Any]:
+    """What a stream of ``(where, pyarrow Table)`` parts (files, or a saved dataset's splits) will skip.
+
+    Returns:
+        ``{"rows", "bad", "first": ["<where>, row <i> (<problem>)", ...], "labels": distinct label values}``.
+
+    Raises:
+        ValueError: A text column that does not hold strings (naming its first such row), or labels that mix
+            numbers and strings across parts.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     out: dict[str, Any] = {"rows": 0, "bad": 0, "first": [], "labels": set()}
     kinds: dict[str, str] = {}
-    for path in files:
-        table = read_local_table(builder, path, [*text_fields, label_field], text_fields)
+    for path, table in tables:
         masks = []
         for field in text_fields:
             column = table.column(field)
@@ -251,32 +334,43 @@ def scan_local_rows(builder: str, files: Sequence[str], text_fields: Sequence[st
 
 
 def count_local_rows(builder: str, files: Sequence[str], field: str) -> dict[str, Any]:
-    """Rows of a column of local files, and (for a text column) the missing or empty ones, read with pyarrow.
-
-    Returns:
-        ``{"rows", "bad", "first": ["<file>, row <i> (<problem>)", ...]}``; ``bad`` counts only text columns
-        (a column of conversations is checked row by row as it streams).
+    """Rows of a column of local files, and (for a text column) the missing or empty ones (see :func:`count_rows`).
 
     Raises:
         ValueError: A missing column or a file the reader rejects.
+    """
+    def columns() -> Iterator[tuple[str, Any]]:
+        for path in files:
+            if builder == "text":  # one row per line, as datasets' text builder reads it
+                with open(path, encoding="utf-8") as handle:
+                    yield path, handle.read().splitlines()
+            else:
+                yield path, read_local_table(builder, path, [field], []).column(0)
+
+    return count_rows(columns())
+
+
+def count_rows(columns: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Rows of ``(where, column)`` parts (a pyarrow column, or a file's lines), and the missing or empty texts.
+
+    Returns:
+        ``{"rows", "bad", "first": ["<where>, row <i> (<problem>)", ...]}``; ``bad`` counts only text columns
+        (a column of conversations is checked row by row as it streams).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     out: dict[str, Any] = {"rows": 0, "bad": 0, "first": []}
-    for path in files:
-        if builder == "text":  # one row per line, as datasets' text builder reads it
-            with open(path, encoding="utf-8") as handle:
-                lines = handle.read().splitlines()
-            empty = [i for i, line in enumerate(lines) if not line.strip()]
-            out["rows"] += len(lines)
+    for path, column in columns:
+        if isinstance(column, list):
+            empty = [i for i, line in enumerate(column) if not line.strip()]
         else:
-            column = read_local_table(builder, path, [field], []).column(0)
-            out["rows"] += len(column)
             if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                out["rows"] += len(column)
                 continue
             missing = pc.or_(pc.is_null(column), pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), False))
             empty = pc.indices_nonzero(missing).to_pylist()
+        out["rows"] += len(column)
         out["bad"] += len(empty)
         out["first"] += [f"{path}, row {row} (empty text)" for row in empty[: max(0, 10 - len(out["first"]))]]
     return out

@@ -21,7 +21,7 @@ from stoker.data.lm_tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONL
 from stoker.data.loader import available_cores
 from stoker.data.packing import Overflow, Packing, PackPlan, plan_packing
 from stoker.data.splits import stratified_split, validate_fractions
-from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, StreamingSwitch
+from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, StreamingSwitch, given_source
 from stoker.samplers.shard_plan import ShardPlan
 from stoker.samplers.token_budget import TokenBudgetBatchSampler
 
@@ -46,7 +46,11 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
     Unusable rows (empty text, a malformed conversation) are dropped and counted, up to ``max_bad_fraction``.
 
     Args:
-        dataset: A hub name, or a local file, folder or glob of csv/tsv/json/jsonl/parquet/txt.
+        source: A hub dataset (``"name"`` or ``"hf://name"``), a ``save_to_disk`` folder (a ``Dataset`` is one pool,
+            a ``DatasetDict`` brings its splits), or a local file, folder or glob of csv/tsv/json/jsonl/parquet/txt
+            (files named ``train``/``validation``/``test``, alone, as ``<split>-00000-of-00001.<ext>``, under
+            ``data/`` or in ``<split>/`` folders, are those splits). ``describe()["source_kind"]`` says ``"hf"`` or
+            ``"table"``.
         tokenizer: Hub name, local folder or ``pkg:<module>``; must be fast.
         task: ``"causal_lm"``, ``"sft"`` or ``"mlm"``.
         text_field: The text column (``"text"``), or the messages column for SFT (``"messages"``).
@@ -65,7 +69,8 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         add_special_tokens: Let the tokenizer add its special tokens (BOS, or [CLS]/[SEP]) to each document.
         mlm_probability: Fraction of tokens masked for MLM.
         pad_multiple: Pad widths to a multiple of this (8 suits GPU tensor cores; 1 pads least).
-        val_fraction: Documents held out for validation when the dataset has no validation split.
+        val_fraction: Documents held out for validation when the source has no validation split (a split the source
+            brings is kept as it is: never merged and re-split).
         streaming: Stream instead of converting and caching (see the stream class).
         shuffle_buffer: Streaming only: examples per shuffled block.
         rows_per_epoch: Streaming only: packed rows per epoch over all ranks (default: estimated).
@@ -79,6 +84,7 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
         seed: Seeds the split, the row order, the token budgets and the masking.
+        dataset: Deprecated name of ``source`` (a ``FutureWarning``; removed in the next release).
 
     Raises:
         ValueError: Bad arguments, an unknown column, a tokenizer without EOS (causal LM, none given), chat template
@@ -96,8 +102,8 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
 
     def __init__(
         self,
-        dataset: str,
-        tokenizer: str,
+        source: str | None = None,
+        tokenizer: str | None = None,
         *,
         task: Task = "causal_lm",
         text_field: str | None = None,
@@ -128,11 +134,14 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
         seed: int = 0,
+        dataset: str | None = None,
     ) -> None:
+        # Reassigned before the base saves the arguments: the hyperparameters hold source=, never dataset=.
+        source, dataset = given_source(type(self).__name__, source, dataset, tokenizer), None
         if streaming:
             raise ValueError(f"{type(self).__name__} is map-style; streaming=True is HFLanguageModelingDataModule's "
                              "shortcut to HFLanguageModelingStreamDataModule, so subclass that one to stream")
-        super().__init__(dataset, tokenizer, task=task, text_field=text_field, subset=subset, revision=revision,
+        super().__init__(source, str(tokenizer), task=task, text_field=text_field, subset=subset, revision=revision,
                          tokenizer_revision=tokenizer_revision, max_length=max_length, packing=packing,
                          overflow=overflow, max_tokens_per_batch=max_tokens_per_batch,
                          attn_implementation=attn_implementation, chat_template=chat_template, eos_token=eos_token,
@@ -157,7 +166,10 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         if self.datasets:
             return
         splits = {name: self._usable(name, ds) for name, ds in self._tokenized().items()}
-        if "val" not in splits and self.val_fraction > 0:
+        carved = {"val": self.val_fraction} if "val" not in splits and self.val_fraction > 0 else {}
+        self.split_notes = [td.split_origin(list(splits), carved)]
+        rank_zero_info(f"{type(self).__name__}: {self.split_notes[0]}")
+        if carved:  # only when the source brings no validation split: given splits are never re-split
             train = splits["train"]
             parts = stratified_split([str(r) for r in train["row"]], [0] * len(train), seed=self.seed,
                                      val_fraction=self.val_fraction)
@@ -178,15 +190,17 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
 
     # ----------------------------------------------------------------- internals
     def _tokenized(self) -> dict[str, Any]:
-        raw = td.load_raw(self.dataset, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
+        raw = td.load_raw(self.source, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
                           fields=[self.text_field])
         out = {}
         for name, ds in raw.items():
-            td.check_columns(ds.column_names, [self.text_field], dataset=self.dataset, split=name)
+            td.check_columns(ds.column_names, [self.text_field], dataset=self.source, split=name)
             num_proc = self.num_proc or (min(8, available_cores()) if len(ds) > 20_000 else None)
+            fingerprint = self._settings_fingerprint(ds._fingerprint)
             out[name] = ds.map(self._tokenize_fn(name), batched=True, with_indices=True,
-                               remove_columns=ds.column_names, num_proc=num_proc,
-                               new_fingerprint=self._settings_fingerprint(ds._fingerprint), desc=f"tokenizing {name}")
+                               remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
+                               cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
+                               desc=f"tokenizing {name}")
         return out
 
     def _usable(self, name: str, ds: Any) -> Any:
@@ -279,6 +293,7 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
+        # Usable examples (documents, chats) per split, as the stream counts them; packed rows are in "packing".
         info.update(streaming=False, packing=self.packing_report(),
-                    split_sizes={name: len(ds) for name, ds in self.datasets.items()})
+                    split_sizes={name: len(ds.examples) for name, ds in self.datasets.items()})
         return info

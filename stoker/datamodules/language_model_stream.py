@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -14,10 +13,10 @@ from stoker.data import hf as td
 from stoker.data.lm_stream import OnlinePacker, PackedPass, PackedStream, example_pieces
 from stoker.data.lm_tokenize import LM_PROBLEMS, Task
 from stoker.data.packing import Overflow, Packing
-from stoker.data.text_files import count_local_rows
+from stoker.data.text_files import count_local_rows, count_rows
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
-from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, stream_from_map_arguments
-from stoker.datamodules.text_stream import declared_size, stream_loader
+from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, given_source, stream_from_map_arguments
+from stoker.datamodules.text_stream import declared_size, source_signature, stream_loader
 from stoker.profiling.attribution import TimedStage
 from stoker.samplers.shard_plan import ShardPlan
 
@@ -39,7 +38,8 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
     ``HFLanguageModelingDataModule(..., streaming=True)`` builds this class; see it for the arguments.
 
     Args:
-        dataset: A hub name, or a local file, folder or glob.
+        source: A hub dataset, a ``save_to_disk`` folder (streamed with ``to_iterable_dataset``, its rows counted
+            at setup), or a local file, folder or glob (see the map-style class).
         tokenizer: Hub name, local folder or ``pkg:<module>``; must be fast.
         task: ``"causal_lm"``, ``"sft"`` or ``"mlm"``.
         text_field: The text column, or the messages column for SFT.
@@ -68,6 +68,7 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
         seed: Seeds the shard order, the block shuffles and the masking.
+        dataset: Deprecated name of ``source`` (a ``FutureWarning``; removed in the next release).
 
     Raises:
         ValueError: As the map-style class; also a token budget without ``packing="bfd"``, a training split whose
@@ -76,8 +77,8 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
 
     def __init__(
         self,
-        dataset: str,
-        tokenizer: str,
+        source: str | None = None,
+        tokenizer: str | None = None,
         *,
         task: Task = "causal_lm",
         text_field: str | None = None,
@@ -106,8 +107,11 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
         seed: int = 0,
+        dataset: str | None = None,
     ) -> None:
-        super().__init__(dataset, tokenizer, task=task, text_field=text_field, subset=subset, revision=revision,
+        # Reassigned before the base saves the arguments: the hyperparameters hold source=, never dataset=.
+        source, dataset = given_source(type(self).__name__, source, dataset, tokenizer), None
+        super().__init__(source, str(tokenizer), task=task, text_field=text_field, subset=subset, revision=revision,
                          tokenizer_revision=tokenizer_revision, max_length=max_length, packing=packing,
                          overflow=overflow, max_tokens_per_batch=max_tokens_per_batch,
                          attn_implementation=attn_implementation, chat_template=chat_template, eos_token=eos_token,
@@ -148,8 +152,10 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
             return
         from datasets.distributed import split_dataset_by_node
 
-        raw = td.load_raw(self.dataset, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
+        raw = td.load_raw(self.source, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
                           streaming=True, fields=[self.text_field])
+        self.split_notes = [td.split_origin(list(raw), {})]  # a stream keeps the source's splits and carves none
+        rank_zero_info(f"{type(self).__name__}: {self.split_notes[0]}")
         self.resolve_attention()
         world, rank = self.world()
         for name, ds in raw.items():
@@ -176,7 +182,7 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         rank = self.world()[1]
         for name, stream in self.datasets.items():
             if stream.skipped:
-                warnings.warn(f"rank {rank}: the {name} stream of {self.dataset!r} skipped "
+                warnings.warn(f"rank {rank}: the {name} stream of {self.source!r} skipped "
                               f"{sum(stream.skipped.values())} example(s) in its last epoch ({stream.skipped})",
                               stacklevel=2)
 
@@ -186,29 +192,40 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
                              collate_fn=self.profiled(self.collate()))
 
     def _check_split(self, name: str, ds: Any) -> list[str]:
-        local = td.local_data_files(self.dataset)
-        if local is not None:  # read with pyarrow now: empty documents and malformed files fail before training
-            scan = count_local_rows(local[0], local[1].get(name, []), self.text_field)
+        scan = self._scan(name)
+        if scan is not None:  # read with pyarrow now: empty documents and malformed files fail before training
             self._check_bad(name, {"empty text": scan["bad"]} if scan["bad"] else {}, scan["rows"], scan["first"])
             self.split_rows[name] = scan["rows"] - scan["bad"]
         columns = ds.column_names or list(next(iter(ds)).keys())
-        td.check_columns(columns, [self.text_field], dataset=self.dataset, split=name)
+        td.check_columns(columns, [self.text_field], dataset=self.source, split=name)
         return list(columns)
+
+    def _scan(self, name: str) -> dict[str, Any] | None:
+        """Rows and empty texts of a split of local files or of a saved dataset (``None``: a hub stream)."""
+        local = td.local_data_files(self.source)
+        if local is not None:
+            return count_local_rows(local[0], local[1].get(name, []), self.text_field)
+        saved = td.load_saved(self.source)
+        if saved is not None:
+            td.check_columns(saved[name].column_names, [self.text_field], dataset=self.source, split=name)
+            column = saved[name].select_columns([self.text_field]).with_format("arrow")[:].column(0)
+            return count_rows([(f"{self.source!r} ({name} split)", column)])
+        return None
 
     def _batches_per_rank(self, stream: Any, raw: Any, world: int, rank: int) -> int:
         head = list(stream.take(_HEAD_ROWS))
         usable = [r for r in head if not r["problem"]]
-        if td.local_data_files(self.dataset) is None:
+        if "train" not in self.split_rows:  # a hub stream: its first examples stand in for the split
             bad = [f"row {i} ({r['problem']})" for i, r in enumerate(head) if r["problem"] in LM_PROBLEMS]
             counts = {p: n for p in LM_PROBLEMS if (n := sum(r["problem"] == p for r in head))}
             self._check_bad("train", counts, len(head), bad, estimate=True)
         rows = self.rows_per_epoch
         if rows is None:
             if not usable:
-                raise ValueError(f"streaming {self.dataset!r}: the first {len(head)} examples hold no usable one; "
+                raise ValueError(f"streaming {self.source!r}: the first {len(head)} examples hold no usable one; "
                                  "check text_field and the data")
             head_rows = self._pack_head(usable)
-            examples = self.split_rows.get("train") or declared_size(raw, self.dataset, "rows_per_epoch")
+            examples = self.split_rows.get("train") or declared_size(raw, self.source, "rows_per_epoch")
             # Scale the head's rows per example to the split (rows with a problem are skipped as they stream).
             rows = max(1, int(examples * head_rows / len(head)))
             self.estimate = {"head_examples": len(head), "head_rows": head_rows, "split_examples": examples}
@@ -235,10 +252,7 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         return closed
 
     def _fingerprint(self) -> str:
-        local = td.local_data_files(self.dataset)
-        source: Any = (self.dataset, self.subset, self.revision)
-        if local is not None:  # names and sizes: cheap, and a changed file almost always changes size
-            source = sorted((split, Path(f).name, Path(f).stat().st_size) for split, fs in local[1].items() for f in fs)
+        source = source_signature(self.source, self.subset, self.revision)
         parts = f"{self._settings_fingerprint(repr(source))}|{self.packing}|{self.max_length}|{self.seed}"
         return hashlib.sha256(parts.encode()).hexdigest()[:32]
 

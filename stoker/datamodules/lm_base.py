@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -64,6 +66,34 @@ def stream_from_map_arguments(stream_cls: Any, map_cls: Any, args: tuple[Any, ..
     return stream_cls(*args, **kwargs)
 
 
+def given_source(owner: str, source: str | None, dataset: str | None, tokenizer: str | None) -> str:
+    """``source``, or the deprecated ``dataset`` keyword (with a ``FutureWarning``), checked with the tokenizer.
+
+    ``dataset=`` is what the text DataModules called their data until every DataModule said ``source=``;
+    it keeps working for one release.
+
+    Raises:
+        ValueError: Neither ``source`` nor ``dataset``, both and different, or no tokenizer.
+    """
+    if dataset is not None:
+        # Point the warning at the user's call, past the constructor chain and the streaming switch.
+        frame, level, package = inspect.currentframe(), 1, os.path.dirname(os.path.dirname(__file__))
+        while frame is not None and frame.f_code.co_filename.startswith(package):
+            frame, level = frame.f_back, level + 1
+        warnings.warn(f"{owner}(dataset=...) is deprecated and will be removed in the next release: use source= (the "
+                      "name every stoker DataModule gives its data)", FutureWarning, stacklevel=level)
+        if source is not None and os.fspath(source) != os.fspath(dataset):
+            raise ValueError(f"{owner}: got source={source!r} and dataset={dataset!r}; give source= only (dataset= "
+                             "is its deprecated name)")
+        source = dataset
+    if source is None:
+        raise ValueError(f"{owner} needs source=: a hub dataset ('nyu-mll/glue' or 'hf://nyu-mll/glue'), a "
+                         "save_to_disk folder, or local csv/tsv/json/jsonl/parquet files (a file, a folder or a glob)")
+    if not tokenizer:
+        raise ValueError(f"{owner} needs tokenizer=: a hub name, a local folder or pkg:<module> (a fast tokenizer)")
+    return os.fspath(source)
+
+
 class TokenizerMixin:
     """The tokenizer of a Hugging Face text DataModule: loaded on first use (never in ``__init__``), not pickled.
 
@@ -99,7 +129,7 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
     input_key = "input_ids"
     target_key = "labels"
 
-    def __init__(self, dataset: str, tokenizer: str, *, task: Task, text_field: str | None, subset: str | None,
+    def __init__(self, source: str, tokenizer: str, *, task: Task, text_field: str | None, subset: str | None,
                  revision: str | None, tokenizer_revision: str | None, max_length: int, packing: Packing,
                  overflow: Overflow | None, max_tokens_per_batch: int | None, attn_implementation: str,
                  chat_template: str | None, eos_token: str | None, add_special_tokens: bool, mlm_probability: float,
@@ -124,7 +154,9 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         if pad_multiple < 1:
             raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
-        self.dataset, self.tokenizer_name, self.task = dataset, tokenizer, task
+        self.source, self.tokenizer_name, self.task = source, tokenizer, task
+        self.source_kind = td.text_source_kind(source)
+        self.split_notes: list[str] = []  # where the splits came from (setup says it once)
         self.text_field = text_field or ("messages" if task == "sft" else "text")
         self.subset, self.revision, self.tokenizer_revision = subset, revision, tokenizer_revision
         self.max_length, self.packing, self.max_tokens_per_batch = max_length, packing, max_tokens_per_batch
@@ -185,7 +217,7 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
                              "masked-LM tokenizer (BERT's, RoBERTa's) or task='causal_lm'")
         return LMTokenize(self.tokenizer, task=self.task, field=self.text_field, eos_id=self.eos_id,
                           chat_template=template, add_special_tokens=self.add_special_tokens, split=split,
-                          source=self.dataset)
+                          source=self.source)
 
     def _settings_fingerprint(self, parent: str) -> str:
         template = self.chat_template if self.task == "sft" else None
@@ -196,7 +228,7 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
     def _check_bad(self, split: str, problems: dict[str, int], total: int, first: list[str], *,
                    estimate: bool = False) -> None:
         self.dropped[split] = dict(problems)
-        td.check_bad_rows(sum(problems.values()), total, first, split=split, dataset=self.dataset,
+        td.check_bad_rows(sum(problems.values()), total, first, split=split, dataset=self.source,
                           policy=self.empty_text, max_bad_fraction=self.max_bad_fraction, estimate=estimate,
                           reason="missing or empty text" if self.task != "sft" else
                           "no usable conversation (a messages list of {role, content} with known roles)")
@@ -222,7 +254,7 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
 
     def _split_data(self, split: str) -> Any:
         if split not in self.datasets:
-            raise ValueError(f"{type(self).__name__} has no {split} split for {self.dataset!r}; splits: "
+            raise ValueError(f"{type(self).__name__} has no {split} split for {self.source!r}; splits: "
                              f"{sorted(self.datasets)}")
         return self.datasets[split]
 
@@ -276,7 +308,9 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
     # ----------------------------------------------------------------- reporting
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(dataset=self.dataset, tokenizer=self.tokenizer_name, tokenizer_revision=self.tokenizer_revision,
+        # "dataset" repeats "source" for the readers of describe() that still look for it (report, scan).
+        info.update(source=self.source, source_kind=self.source_kind, dataset=self.source, split_notes=self.split_notes,
+                    tokenizer=self.tokenizer_name, tokenizer_revision=self.tokenizer_revision,
                     task=self.task, max_length=self.max_length, max_tokens_per_batch=self.max_tokens_per_batch,
                     attention=self.attention, dropped_rows={k: dict(v) for k, v in self.dropped.items()})
         return info

@@ -19,7 +19,7 @@ from stoker.data import hf as td
 from stoker.data.loader import available_cores
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.datamodules.base import StokerDataModule, as_sequence
-from stoker.datamodules.lm_base import StreamingSwitch, TokenizerMixin
+from stoker.datamodules.lm_base import StreamingSwitch, TokenizerMixin, given_source
 from stoker.samplers.length_grouped import LengthGroupedBatchSampler
 from stoker.samplers.token_budget import TokenBudgetBatchSampler
 
@@ -41,7 +41,7 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
     target_key = "labels"
     mega_batch_factor = 50  # for the bucketing estimate in the length report; map-style makes it an argument
 
-    def __init__(self, dataset: str, tokenizer: str, *, subset: str | None, revision: str | None,
+    def __init__(self, source: str, tokenizer: str, *, subset: str | None, revision: str | None,
                  tokenizer_revision: str | None, text_field: str | list[str], label_field: str,
                  class_names: list[str] | None, max_length: int, padding: Padding, pad_multiple: int,
                  empty_text: EmptyTextPolicy, max_bad_fraction: float, cache_dir: str | None,
@@ -62,7 +62,9 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
             raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
         if max_length < 8:
             raise ValueError(f"max_length must be >= 8 tokens, got {max_length}")
-        self.dataset, self.tokenizer_name, self.subset, self.revision = dataset, tokenizer, subset, revision
+        self.source, self.tokenizer_name, self.subset, self.revision = source, tokenizer, subset, revision
+        self.source_kind = td.text_source_kind(source)
+        self.split_notes: list[str] = []  # where the splits came from (setup says it once)
         self.tokenizer_revision = tokenizer_revision
         self.label_field, self.max_length, self.padding = label_field, max_length, padding
         self.pad_multiple = pad_multiple
@@ -79,7 +81,7 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
     @property
     def class_names(self) -> list[str]:
         if self._labels is None:
-            names, values = td.label_values(self.dataset, self.label_field, subset=self.subset,
+            names, values = td.label_values(self.source, self.label_field, subset=self.subset,
                                             revision=self.revision, cache_dir=self.cache_dir,
                                             text_fields=self.text_fields)
             self._labels = td.label_mapping(names, values, self._explicit_classes)
@@ -110,7 +112,7 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
     # ----------------------------------------------------------------- shared pieces
     def _tokenize_fn(self, split: str, files: Sequence[str] = ()) -> td.Tokenize:
         return td.Tokenize(self.tokenizer, self.text_fields, self.label_field, self.label_to_id, self.max_length,
-                           split, source=self.dataset, files=files)
+                           split, source=self.source, files=files)
 
     def _settings_fingerprint(self, parent: str) -> str:
         return td.settings_fingerprint(parent, _FORMAT_VERSION, self.tokenizer.name_or_path, self.tokenizer_revision,
@@ -119,14 +121,14 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
     def _check_unseen(self, split: str, values: Sequence[Any]) -> None:
         unseen = td.unseen_labels(values, self.label_to_id, len(self.class_names))
         if unseen:
-            raise ValueError(f"labels {unseen[:10]} in the {split} split of {self.dataset!r} never occur in training "
+            raise ValueError(f"labels {unseen[:10]} in the {split} split of {self.source!r} never occur in training "
                              f"(classes: {self.class_names[:10]}); fix the data or pass class_names")
 
     def _check_bad_rows(self, split: str, bad: int, total: int, first: Sequence[str], *,
                         estimate: bool = False) -> None:
         """Count a split's unusable rows; more than the tolerated fraction is an error before training."""
         self.dropped[split] = bad
-        td.check_bad_rows(bad, total, first, split=split, dataset=self.dataset, policy=self.empty_text,
+        td.check_bad_rows(bad, total, first, split=split, dataset=self.source, policy=self.empty_text,
                           max_bad_fraction=self.max_bad_fraction, reason="missing or empty text or an unusable label",
                           estimate=estimate)
 
@@ -152,7 +154,7 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
 
     def _split_data(self, split: str) -> Any:
         if split not in self.datasets:
-            raise ValueError(f"{type(self).__name__} has no {split} split for {self.dataset!r}; splits: "
+            raise ValueError(f"{type(self).__name__} has no {split} split for {self.source!r}; splits: "
                              f"{sorted(self.datasets)}")
         return self.datasets[split]
 
@@ -162,7 +164,9 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(dataset=self.dataset, tokenizer=self.tokenizer_name, max_length=self.max_length,
+        # "dataset" repeats "source" for the readers of describe() that still look for it (report, scan).
+        info.update(source=self.source, source_kind=self.source_kind, dataset=self.source, split_notes=self.split_notes,
+                    tokenizer=self.tokenizer_name, max_length=self.max_length,
                     padding=self.padding, pad_multiple=self.pad_multiple, tokenizer_revision=self.tokenizer_revision,
                     streaming=False, dropped_rows=dict(self.dropped),
                     split_sizes=self.split_sizes(), token_stats=dict(self.token_stats))
@@ -184,9 +188,18 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
     README shows, with the two data models in two classes. Map-only arguments (``bucket_by_length``,
     ``mega_batch_factor``, the fractions, ``num_proc``) are then ignored with a warning.
 
+    Splits the source brings are its splits, never merged and re-split: ``val_fraction`` (``test_fraction``)
+    carves a seeded, per-class share out of train only when the source has no validation (test) split,
+    and ``setup`` says which happened in one line (also in ``describe()["split_notes"]``).
+
     Args:
-        dataset: A hub name (``"glue"``), or a local file, folder or glob of csv/tsv/json/jsonl/parquet.
-            Files named ``train``/``validation``/``test`` become those splits.
+        source: A hub dataset (``"nyu-mll/glue"`` or ``"hf://nyu-mll/glue"``: ``describe()["source_kind"]`` is
+            ``"hf"``), a ``save_to_disk`` folder (``"hf"``: a ``Dataset`` is one pool, a ``DatasetDict`` brings its
+            splits), or a local file, folder or glob of csv/tsv/json/jsonl/parquet (``"table"``). Files named
+            ``train``, ``validation`` (``valid``, ``val``, ``dev``) or ``test``, alone or as Hugging Face's shards
+            (``train-00000-of-00001.parquet``), in the folder, under ``data/`` or in ``<split>/`` folders, are
+            those splits; files that name none are the training data. Hub splits that are none of these
+            (``validation_matched``, ``unsupervised``) are left out with a warning.
         tokenizer: Hub name, local folder or ``pkg:<module>`` (a folder shipped in a Python package); must be fast.
         subset: The dataset configuration (``"sst2"`` for GLUE).
         revision: The dataset's hub revision (a tag, branch or commit).
@@ -205,8 +218,8 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         streaming: Stream rows instead of converting and caching the dataset (see above).
         shuffle_buffer: Streaming only: rows per shuffled block.
         samples_per_epoch: Streaming only: rows in the training split, when the dataset does not say.
-        val_fraction: Per-class held-out fraction when the dataset has no validation split.
-        test_fraction: Per-class held-out fraction when the dataset has no test split.
+        val_fraction: Per-class fraction of train held out for validation when the source has no validation split.
+        test_fraction: Per-class fraction of train held out for testing when the source has no test split.
         empty_text: Unusable rows (missing/empty text, missing label): ``"drop"`` them (counted, reported, up to
             ``max_bad_fraction``) or ``"error"`` on the first one.
         max_bad_fraction: Largest tolerated fraction of unusable rows per split before setup raises.
@@ -218,6 +231,7 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
         seed: Seeds the split, the shuffles and the buckets.
+        dataset: Deprecated name of ``source`` (a ``FutureWarning``; removed in the next release).
 
     Raises:
         ValueError: Bad arguments, an unknown column (the message lists the columns), labels in
@@ -227,7 +241,7 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
 
     Example::
 
-        dm = HFTextDataModule("glue", "bert-base-uncased", subset="sst2", text_field="sentence")
+        dm = HFTextDataModule("nyu-mll/glue", "bert-base-uncased", subset="sst2", text_field="sentence")
         trainer.fit(TextClassifier("bert-base-uncased", num_classes=dm.num_classes), datamodule=dm)
     """
 
@@ -235,8 +249,8 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
 
     def __init__(
         self,
-        dataset: str,
-        tokenizer: str,
+        source: str | None = None,
+        tokenizer: str | None = None,
         *,
         subset: str | None = None,
         revision: str | None = None,
@@ -265,11 +279,14 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
         seed: int = 0,
+        dataset: str | None = None,
     ) -> None:
+        # Reassigned before the base saves the arguments: the hyperparameters hold source=, never dataset=.
+        source, dataset = given_source(type(self).__name__, source, dataset, tokenizer), None
         if streaming:
             raise ValueError(f"{type(self).__name__} is map-style; streaming=True is HFTextDataModule's shortcut "
                              "to HFTextStreamDataModule, so subclass that one to stream")
-        super().__init__(dataset, tokenizer, subset=subset, revision=revision,
+        super().__init__(source, str(tokenizer), subset=subset, revision=revision,
                          tokenizer_revision=tokenizer_revision, text_field=text_field,
                          label_field=label_field, class_names=class_names, max_length=max_length, padding=padding,
                          pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
@@ -325,21 +342,23 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
 
     # ----------------------------------------------------------------- internals
     def _tokenized(self) -> dict[str, Any]:
-        raw = td.load_raw(self.dataset, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
+        raw = td.load_raw(self.source, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
                           fields=self.fields)
         for name, ds in raw.items():
-            td.check_columns(ds.column_names, self.fields, dataset=self.dataset, split=name)
+            td.check_columns(ds.column_names, self.fields, dataset=self.source, split=name)
         for name in ("val", "test"):
             if name in raw:
                 self._check_unseen(name, raw[name].unique(self.label_field))
-        local = td.local_data_files(self.dataset)
+        local = td.local_data_files(self.source)
         out = {}
         for name, ds in raw.items():
             files = local[1].get(name, []) if local is not None else []
             num_proc = self.num_proc or (min(8, available_cores()) if len(ds) > 20_000 else None)
+            fingerprint = self._settings_fingerprint(ds._fingerprint)
             out[name] = ds.map(self._tokenize_fn(name, files), batched=True, with_indices=True,
-                               remove_columns=ds.column_names, num_proc=num_proc,
-                               new_fingerprint=self._settings_fingerprint(ds._fingerprint), desc=f"tokenizing {name}")
+                               remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
+                               cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
+                               desc=f"tokenizing {name}")
         return out
 
     def _drop_invalid(self, name: str, ds: Any) -> Any:
@@ -351,8 +370,11 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         return ds.select(keep, new_fingerprint=td.settings_fingerprint(ds._fingerprint, "valid"))
 
     def _split(self, splits: dict[str, Any]) -> dict[str, Any]:
+        # Only a split the source does not bring is carved out of train: given splits are never re-split.
         need = {"val": self.val_fraction if "val" not in splits else 0.0,
                 "test": self.test_fraction if "test" not in splits else 0.0}
+        self.split_notes = [td.split_origin(list(splits), {name: f for name, f in need.items() if f})]
+        rank_zero_info(f"{type(self).__name__}: {self.split_notes[0]}")
         if any(need.values()):
             train = splits["train"]
             parts = stratified_split([str(r) for r in train["row"]], list(train["labels"]), seed=self.seed,

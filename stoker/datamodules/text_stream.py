@@ -13,8 +13,8 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from stoker.data import hf as td
 from stoker.data.loader import build_loader
 from stoker.data.streams import FixedLengthStream, StreamPass
-from stoker.data.text_files import scan_local_rows
-from stoker.datamodules.lm_base import stream_from_map_arguments
+from stoker.data.text_files import scan_local_rows, scan_tables
+from stoker.datamodules.lm_base import given_source, stream_from_map_arguments
 from stoker.datamodules.text import EmptyTextPolicy, HFTextBase, HFTextDataModule, Padding
 from stoker.profiling.attribution import TimedStage
 from stoker.samplers.shard_plan import ShardPlan
@@ -43,7 +43,9 @@ class HFTextStreamDataModule(HFTextBase):
     are used; files of very different sizes make the workers with small ones repeat rows (counted).
 
     Args:
-        dataset: A hub name or a local file, folder or glob (see :class:`~stoker.datamodules.text.HFTextDataModule`).
+        source: A hub dataset, a ``save_to_disk`` folder (streamed with ``to_iterable_dataset``; its rows are
+            scanned at setup like local files), or a local file, folder or glob (see
+            :class:`~stoker.datamodules.text.HFTextDataModule`). A stream keeps the source's splits and carves none.
         tokenizer: Hub name, local folder or ``pkg:<module>``; must be fast.
         subset: The dataset configuration.
         revision: The dataset's hub revision.
@@ -66,6 +68,7 @@ class HFTextStreamDataModule(HFTextBase):
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
         seed: Seeds the shard order and the block shuffles.
+        dataset: Deprecated name of ``source`` (a ``FutureWarning``; removed in the next release).
 
     Raises:
         ValueError: As :class:`~stoker.datamodules.text.HFTextDataModule`; also a training split whose size is
@@ -78,8 +81,8 @@ class HFTextStreamDataModule(HFTextBase):
 
     def __init__(
         self,
-        dataset: str,
-        tokenizer: str,
+        source: str | None = None,
+        tokenizer: str | None = None,
         *,
         subset: str | None = None,
         revision: str | None = None,
@@ -101,8 +104,11 @@ class HFTextStreamDataModule(HFTextBase):
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
         seed: int = 0,
+        dataset: str | None = None,
     ) -> None:
-        super().__init__(dataset, tokenizer, subset=subset, revision=revision,
+        # Reassigned before the base saves the arguments: the hyperparameters hold source=, never dataset=.
+        source, dataset = given_source(type(self).__name__, source, dataset, tokenizer), None
+        super().__init__(source, str(tokenizer), subset=subset, revision=revision,
                          tokenizer_revision=tokenizer_revision, text_field=text_field,
                          label_field=label_field, class_names=class_names, max_length=max_length, padding=padding,
                          pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
@@ -140,8 +146,10 @@ class HFTextStreamDataModule(HFTextBase):
             return
         from datasets.distributed import split_dataset_by_node
 
-        raw = td.load_raw(self.dataset, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
+        raw = td.load_raw(self.source, subset=self.subset, revision=self.revision, cache_dir=self.cache_dir,
                           streaming=True, fields=self.fields)
+        self.split_notes = [td.split_origin(list(raw), {})]  # a stream keeps the source's splits and carves none
+        rank_zero_info(f"{type(self).__name__}: {self.split_notes[0]}")
         world, rank = self.world()
         for name, ds in raw.items():
             columns = self._check_split(name, ds)
@@ -173,32 +181,39 @@ class HFTextStreamDataModule(HFTextBase):
         rank = self.world()[1]
         for name, stream in self.datasets.items():
             if stream.skipped:
-                warnings.warn(f"rank {rank}: the {name} stream of {self.dataset!r} skipped "
+                warnings.warn(f"rank {rank}: the {name} stream of {self.source!r} skipped "
                               f"{sum(stream.skipped.values())} row(s) in its last epoch ({stream.skipped})",
                               stacklevel=2)
 
     # ----------------------------------------------------------------- internals
-    def _local_files(self, split: str) -> tuple[str, list[str]] | None:
-        local = td.local_data_files(self.dataset)
-        return None if local is None else (local[0], local[1].get(split, []))
+    def _scan(self, split: str) -> dict[str, Any] | None:
+        """The bad rows and labels of a split of local files or of a saved dataset (``None``: a hub stream)."""
+        local = td.local_data_files(self.source)
+        if local is not None:
+            return scan_local_rows(local[0], local[1].get(split, []), self.text_fields, self.label_field)
+        saved = td.load_saved(self.source)
+        if saved is None:
+            return None
+        td.check_columns(saved[split].column_names, self.fields, dataset=self.source, split=split)
+        table = saved[split].select_columns(self.fields).with_format("arrow")[:]
+        return scan_tables([(f"{self.source!r} ({split} split)", table)], self.text_fields, self.label_field)
 
     def _check_split(self, name: str, ds: Any) -> list[str]:
-        local = self._local_files(name)
-        if local is not None:  # read with pyarrow now: bad rows and malformed files fail before training
-            scan = scan_local_rows(local[0], local[1], self.text_fields, self.label_field)
+        scan = self._scan(name)
+        if scan is not None:  # read with pyarrow now: bad rows and malformed files fail before training
             self._check_bad_rows(name, scan["bad"], scan["rows"], scan["first"])
             self.split_rows[name] = scan["rows"] - scan["bad"]
             if name != "train":
                 self._check_unseen(name, sorted(scan["labels"], key=str))
         columns = ds.column_names or list(next(iter(ds)).keys())
-        td.check_columns(columns, self.fields, dataset=self.dataset, split=name)
+        td.check_columns(columns, self.fields, dataset=self.source, split=name)
         return list(columns)
 
     def _read_ahead(self, stream: Any) -> None:
         # A stream has no length column to scan: the first rows stand in for the split.
         head = list(stream.take(_HEAD_ROWS))
         usable = [r for r in head if not r["problem"]]
-        if self._local_files("train") is None:
+        if "train" not in self.split_rows:  # a hub stream: its first rows stand in for the split
             bad = [f"row {i} ({r['problem']})" for i, r in enumerate(head) if r["problem"]]
             self._check_bad_rows("train", len(bad), len(head), bad, estimate=True)
         self._record_stats([r["length"] for r in usable], [r["full_length"] for r in usable],
@@ -220,13 +235,10 @@ class HFTextStreamDataModule(HFTextBase):
             return self.samples_per_epoch
         if "train" in self.split_rows:
             return self.split_rows["train"]
-        return declared_size(ds, self.dataset, "samples_per_epoch")
+        return declared_size(ds, self.source, "samples_per_epoch")
 
     def _fingerprint(self) -> str:
-        local = td.local_data_files(self.dataset)
-        source: Any = (self.dataset, self.subset, self.revision)
-        if local is not None:  # names and sizes: cheap, and a changed file almost always changes size
-            source = sorted((split, Path(f).name, Path(f).stat().st_size) for split, fs in local[1].items() for f in fs)
+        source = source_signature(self.source, self.subset, self.revision)
         parts = f"{self._settings_fingerprint(repr(source))}|{self.samples_per_epoch}|{self.seed}"
         return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
@@ -245,6 +257,18 @@ class HFTextStreamDataModule(HFTextBase):
                     repeated_rows=train.repeated if train is not None else 0,
                     train_batches_per_rank=train.num_batches if train is not None else None)
         return info
+
+
+def source_signature(source: str, subset: str | None, revision: str | None) -> Any:
+    """What versions a streamed source, cheaply: local files' splits, names and sizes (a changed file almost always
+    changes size), a saved dataset's fingerprints, or a hub dataset's name, subset and revision."""
+    local = td.local_data_files(source)
+    if local is not None:
+        return sorted((split, Path(f).name, Path(f).stat().st_size) for split, fs in local[1].items() for f in fs)
+    saved = td.load_saved(source)
+    if saved is not None:
+        return sorted((split, ds._fingerprint) for split, ds in saved.items())
+    return (source, subset, revision)
 
 
 def declared_size(ds: Any, dataset: str, setting: str) -> int:
