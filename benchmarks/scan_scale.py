@@ -12,7 +12,10 @@ small n the exhaustive one reads below 2 because fixed costs still weigh).
 
 Memory is the peak of NumPy/Python allocations during the search (tracemalloc, measured in a
 second, traced run so that the timed run is not slowed), not counting the input array; the
-process's peak resident size is printed after the index rows. The growth
+process's peak resident size is printed after the index rows. The scan then confirms each found pair
+on the two images' 16x16 gray thumbnails (:func:`stoker.quality.phash.matching_pairs`); its row times
+that for the pairs found at 1M and for a million pairs (random thumbnails: the cost does not depend
+on what they show), with the thumbnails' memory (256 bytes an image). The growth
 exponent is the slope of log(time) over log(n) from 10k to 1M (2 is quadratic). Goal: 1M hashes in
 under 60 s and 2 GB on two cores, recall 1.0. The last line is ``near_duplicate_1m_seconds: X``.
 
@@ -35,7 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stoker.quality.checks import NEAR_MAX_DIFFERENCE  # noqa: E402
 from stoker.quality.near_index import choose_blocks, near_pairs  # noqa: E402
+from stoker.quality.phash import THUMB_SIDE, matching_pairs  # noqa: E402
 
 RADIUS = 8
 
@@ -130,6 +135,15 @@ def recall(found: np.ndarray, planted: np.ndarray) -> float:
     return float(np.isin(encode(planted), encode(found)).mean())
 
 
+def confirmation_seconds(pairs: np.ndarray, seed: int) -> float:
+    """Seconds to confirm ``pairs`` on thumbnails as the scan does: gather the involved ones, compare each pair."""
+    involved = np.unique(pairs)
+    table = np.random.default_rng(seed).integers(0, 256, (len(involved), THUMB_SIDE * THUMB_SIDE), dtype=np.uint8)
+    start = time.perf_counter()
+    matching_pairs(table, np.searchsorted(involved, pairs), NEAR_MAX_DIFFERENCE)
+    return time.perf_counter() - start
+
+
 def exponent(sizes: list[int], seconds: list[float]) -> float:
     x, y = np.log(sizes), np.log(seconds)
     return float(np.polyfit(x, y, 1)[0])
@@ -146,6 +160,7 @@ def main() -> None:
     print(f"hashes: 64-bit synthetic, 1% planted near pairs (1-{RADIUS} bits apart); radius {RADIUS}\n")
     print(f"{'hashes':>10} {'bits':>8} {'blocks':>6} {'seconds':>8} {'peak MB':>8} {'pairs':>8} {'recall':>7}")
     sizes, seconds = [], []
+    found_at_max = np.empty((0, 2), np.int64)
     rows = [(n, False) for n in args.sizes] + [(max(args.sizes), True)]
     for n, biased in rows:
         values, planted = synthetic_hashes(n, seed=n, biased=biased)
@@ -155,6 +170,7 @@ def main() -> None:
         print(f"{n:>10,} {'biased' if biased else 'uniform':>8} {choose_blocks(len(np.unique(values)), RADIUS):>6} "
               f"{elapsed:>8.2f} {memory:>8.0f} {len(found):>8,} {recall(found, planted):>7.3f}")
         if not biased:
+            found_at_max = found if n == max(args.sizes) else found_at_max
             sizes.append(n)
             seconds.append(elapsed)
             if n == min(args.sizes):
@@ -163,6 +179,12 @@ def main() -> None:
     print(f"process peak RSS: {rss_mb():.0f} MB after the index rows, {imported_mb:.0f} MB of it at start "
           "(Python, NumPy, torch through stoker's imports)")
     one_m = seconds[sizes.index(1_000_000)] if 1_000_000 in sizes else None
+    million = np.random.default_rng(0).integers(0, max(args.sizes), (1_000_000, 2))
+    found_s, million_s = confirmation_seconds(found_at_max, 1), confirmation_seconds(million, 2)
+    print(f"confirmation on 16x16 thumbnails: the {len(found_at_max):,} pairs found in {max(args.sizes):,} hashes in "
+          f"{found_s:.3f} s, 1,000,000 pairs in {million_s:.2f} s ({million_s:.2f} us a pair); thumbnails "
+          f"{THUMB_SIDE * THUMB_SIDE} B an image ({THUMB_SIDE * THUMB_SIDE * max(args.sizes) / 2**20:,.0f} MB for "
+          f"{max(args.sizes):,})")
     print(f"\nmulti-index hashing: growth exponent {index_exp:.2f} ({sizes[0]:,} to {sizes[-1]:,} hashes)")
     for name, function, samples in (("exhaustive (before)", exhaustive, [10_000, 20_000]),
                                     ("BK-tree (Python)", bk_tree_pairs, [2_000, 8_000])):

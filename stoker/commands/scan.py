@@ -20,8 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stoker.quality.checks import NEAR_MIN_DETAIL, NEAR_THRESHOLD, PROBLEMS, parse_problems, quarantine_entries
-from stoker.quality.scan import KINDS, datamodule_scan_args, scan_dataset, scan_markdown
+from stoker.commands._help import HelpFormatter, help_request, source_constant
+
+# stoker.quality imports torch on the way; the help pages read these facts without importing it.
+_NEAR_THRESHOLD: int = source_constant("stoker.quality.checks", "NEAR_THRESHOLD")
+_NEAR_MIN_DETAIL: float | None = source_constant("stoker.quality.checks", "NEAR_MIN_DETAIL")
+_PROBLEMS: tuple[str, ...] = source_constant("stoker.quality.checks", "PROBLEMS")
+_KINDS: tuple[str, ...] = source_constant("stoker.quality.scan", "KINDS")
 
 _DESCRIPTION = ("Profile an image folder, audio folder or text table: counts, corrupt files, duplicates, leakage, "
                 "label conflicts, outliers, missing values and channel statistics.")
@@ -29,11 +34,12 @@ _DESCRIPTION = ("Profile an image folder, audio folder or text table: counts, co
 
 def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     """The options both forms share (argparse and LightningCLI's jsonargparse parser read them alike)."""
-    parser.add_argument("--near-threshold", type=int, default=NEAR_THRESHOLD,
-                        help="largest perceptual-hash distance (of 64 bits) called a near duplicate")
-    parser.add_argument("--near-min-detail", type=float, default=NEAR_MIN_DETAIL,
-                        help="compare by hash only images with at least this detail beyond 16 px (0: every image "
-                             "of 32 px or more; below it tiny and upsampled look-alikes collide)")
+    parser.add_argument("--near-threshold", type=int, default=_NEAR_THRESHOLD,
+                        help="largest perceptual-hash distance (of 64 bits) of a candidate near duplicate; each "
+                             "candidate pair is confirmed by comparing 16x16 gray thumbnails")
+    parser.add_argument("--near-min-detail", type=float, default=_NEAR_MIN_DETAIL,
+                        help="deprecated, ignored: every image is now compared, its candidate pairs confirmed on "
+                             "thumbnails")
     parser.add_argument("--workers", type=int, default=4, help="reader threads")
     parser.add_argument("--json", type=str, help="write the full result as JSON here")
     parser.add_argument("--markdown", type=str, help="write a Markdown report here")
@@ -41,18 +47,20 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quarantine-include", type=str, default="corrupt,leakage,label_conflicts,exact_duplicates",
                         help="problems whose files go into the quarantine list")
     parser.add_argument("--fail-on", type=str, default="",
-                        help=f"exit 1 if any of these is found: {','.join(PROBLEMS)}")
+                        help=f"exit 1 if any of these (comma-separated) is found: {', '.join(_PROBLEMS)}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the path form, ``stoker scan PATH``."""
     parser = argparse.ArgumentParser(
-        prog="stoker scan", description=_DESCRIPTION,
-        epilog="Recipe form: stoker scan --config RECIPE [--config MORE] [--data.init_args.KEY=VALUE ...] [options "
-               "above], the arguments of `stoker fit`; `stoker scan --config RECIPE --help` lists them all.")
+        prog="stoker scan", description=_DESCRIPTION, formatter_class=HelpFormatter,
+        epilog="Recipe form: stoker scan --config RECIPE [--config MORE] [--data.init_args.KEY=VALUE ...]\n"
+               "[options above]: the data of a recipe's DataModule with the split training sees. It takes the\n"
+               "arguments of `stoker fit`; `stoker scan --config RECIPE --help` explains them, `--help-all`\n"
+               "lists every Trainer, model and data flag.")
     parser.add_argument("path", nargs="?", help="dataset folder or table file")
-    parser.add_argument("--kind", choices=KINDS, help="dataset kind (detected from the files by default)")
+    parser.add_argument("--kind", choices=_KINDS, help="dataset kind (detected from the files by default)")
     parser.add_argument("--manifest", help="take the splits from this manifest (from `stoker split`)")
     parser.add_argument("--val", type=float, default=0.0, help="split a single-folder dataset: validation fraction")
     parser.add_argument("--test", type=float, default=0.0, help="split a single-folder dataset: test fraction")
@@ -82,6 +90,8 @@ def recipe_target(cli: Any) -> dict[str, Any]:
     Raises:
         ValueError: The DataModule reads no local files (a hub dataset).
     """
+    from stoker.quality.scan import datamodule_scan_args
+
     datamodule = cli.datamodule
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -97,13 +107,16 @@ def main(argv: list[str]) -> int:
     from stoker.cli import recipe_cli, uses_recipe
 
     cli = None
-    if uses_recipe(argv):
+    if uses_recipe(argv) or help_request(argv) == "all":
         cli = recipe_cli(argv, prog="stoker scan", description=_DESCRIPTION, add_arguments=add_scan_arguments)
         if isinstance(cli, int):
             return cli
         args = cli.config
     else:
         args = build_parser().parse_args(argv)
+    from stoker.quality.checks import parse_problems
+    from stoker.quality.scan import scan_dataset
+
     try:
         fail_on = parse_problems(args.fail_on)
         include = parse_problems(args.quarantine_include)
@@ -116,8 +129,11 @@ def main(argv: list[str]) -> int:
         else:
             raise ValueError("give a dataset PATH or --config RECIPE")
         bar, update = _progress_bar(args.no_progress)
-        result = scan_dataset(**target, near_threshold=args.near_threshold, near_min_detail=args.near_min_detail,
-                              num_workers=args.workers, progress=update)
+        if args.near_min_detail is not None:
+            print("stoker scan: warning: --near-min-detail is deprecated and ignored: images of any detail are "
+                  "compared now, each pair the hash proposes confirmed on 16x16 thumbnails", file=sys.stderr)
+        result = scan_dataset(**target, near_threshold=args.near_threshold, num_workers=args.workers,
+                              progress=update)
         bar.close()
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"stoker scan: error: {err}", file=sys.stderr)
@@ -126,6 +142,9 @@ def main(argv: list[str]) -> int:
 
 
 def _write_and_judge(result: dict[str, Any], args: Any, include: list[str], fail_on: list[str]) -> int:
+    from stoker.quality.checks import quarantine_entries
+    from stoker.quality.scan import scan_markdown
+
     result["quarantine"] = quarantine_entries(result, include)
     for target_path, text in ((args.json, json.dumps(result, indent=2)), (args.markdown, scan_markdown(result)),
                               (args.quarantine, json.dumps({"quarantine": result["quarantine"]}, indent=2))):

@@ -21,9 +21,16 @@ from stoker.datamodules.text_stream import HFTextStreamDataModule
 ClassFolderDataModule = SourceDataModule
 ShardedDataModule = SourceDataModule
 
-# The embedded demo lives in stoker.demos; it stays importable from here, where recipes and
-# examples have always found it.
-from stoker.demos.digits import DigitsDataModule  # noqa: E402  (imports the modules above)
+
+
+def __getattr__(name: str) -> object:
+    # The embedded demo lives in stoker.demos; it stays importable from here, where recipes and examples
+    # have always found it. Resolved on first use, so that importing stoker.demos first is no import cycle.
+    if name == "DigitsDataModule":
+        from stoker.demos.digits import DigitsDataModule
+
+        return DigitsDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AudioDataModule",

@@ -2,21 +2,26 @@
 
 Input is the list of :class:`stoker.quality.sources.Record` of a dataset; output is a plain,
 JSON-ready dict (the ``stoker scan --json`` format). Exact duplicates share a content hash;
-near duplicates are, for images, perceptual hashes at most ``near_threshold`` bits apart and, for
-text, equal normalised text (groups join pairs transitively). Leakage counts both, pair by pair,
-because a resized copy in the validation split leaks as much as a byte-identical one; label
-conflicts need exact identity (bytes, or normalised text), since a perceptual match between two
-differently labelled images is too weak to call a labelling error.
+near duplicates are, for images, perceptual hashes at most ``near_threshold`` bits apart whose
+thumbnails confirm one picture and, for text, equal normalised text (groups join pairs
+transitively). Leakage counts both, pair by pair, because a resized copy in the validation split
+leaks as much as a byte-identical one; label conflicts need exact identity (bytes, or normalised
+text), since a perceptual match between two differently labelled images is too weak to call a
+labelling error.
 
-Images are compared by hash only where the hash can resolve them: at least the 32 px hash grid
-on the short side, and detail beyond 16 px (:func:`stoker.quality.phash.image_detail` at least
-``near_min_detail``). Below that the 64 bits are most of what an image holds and different
-images that look alike collide as copies do: measured on scikit-learn's 1,797 handwritten digits
-(8x8 scans upsampled to 32 px, no two alike), 1,433 pairs of different digits are within 8 bits,
-some within 2, while a copy resized to 90% and re-encoded at JPEG quality 60 lands up to 6 bits
-away, so no threshold separates them. Their detail scores 0.017-0.048 (0.060 as JPEG quality 40);
-photos score 0.2-0.3, 64 px photo crops 0.05-0.8 (7% of them below 0.08, the flat sky and petal
-crops whose copies the hash misses anyway). Exact duplicates are found for every image.
+For images the hash only proposes: every pair within ``near_threshold`` bits is a candidate, found
+exactly by :mod:`stoker.quality.near_index`, and is confirmed only when the two 16x16 gray
+thumbnails show one picture (:func:`stoker.quality.phash.thumbnail_difference` at most
+``near_max_difference``). The hash alone cannot do both jobs where an image holds little beyond
+its 64 bits: among scikit-learn's 1,797 handwritten digits (8x8 scans upsampled to 32 px, no two
+alike) 1,433 pairs are within 8 bits, some within 2; a smooth photo (blurred, a sky) collides with
+other smooth photos the same way. Measured with a 90%-resized, JPEG quality 60 copy of each image
+(digits; 400 crops of 200-500 px and 150 of 48-96 px from scikit-learn's two sample photographs;
+60 sky and background crops; 60 photos blurred with sigma 8-20), copies differ by at most 0.027
+(digits), 0.069 (skies), 0.014 (blurred), 0.064 (photos) and 0.12 (48-96 px crops, 133 of 134 within
+0.1), while candidates that are different pictures differ by at least 0.133 (digits, none of the
+1,433 confirmed), 0.125 (skies) and 0.107 (blurred): hence 0.1. Heavily overlapping crops of one
+photo can fall within it, and are then near duplicates; shifted or reframed crops are not.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from stoker.quality.near_index import near_pairs
-from stoker.quality.phash import HASH_SIDE
+from stoker.quality.phash import THUMB_SIDE, matching_pairs
 from stoker.quality.sources import Record
 
 PROBLEMS: tuple[str, ...] = (
@@ -36,7 +41,10 @@ PROBLEMS: tuple[str, ...] = (
 )
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 NEAR_THRESHOLD = 8
-NEAR_MIN_DETAIL = 0.08
+NEAR_MAX_DIFFERENCE = 0.1
+# The default of `stoker scan --near-min-detail`, which is deprecated and ignored: the detail gate it set
+# was replaced by confirming every candidate pair on thumbnails (issue 20). None: not given.
+NEAR_MIN_DETAIL: float | None = None
 
 
 def parse_problems(text: str | None) -> list[str]:
@@ -69,28 +77,39 @@ class _UnionFind:
         self.parent[self.find(a)] = self.find(b)
 
 
-def resolvable(record: Record, min_detail: float) -> bool:
-    """Whether the perceptual hash can tell copies of this image from look-alikes (see the module docstring)."""
-    props = record.props
-    if not props or "detail" not in props:
-        return True  # records made without the measurement keep the plain hash comparison
-    return min(props["width"], props["height"]) >= HASH_SIDE and props["detail"] >= min_detail
-
-
-def _near_pairs(usable: list[Record], near_threshold: int, min_detail: float) -> list[tuple[str, str]]:
-    """Pairs of distinct content hashes that are near duplicates of each other (direct pairs, no chaining)."""
+def _near_pairs(usable: list[Record], near_threshold: int,
+                max_difference: float) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """Pairs of distinct content hashes that are near duplicates (direct pairs, no chaining), and the pair counts."""
     first: dict[str, Record] = {}
     for record in usable:
         first.setdefault(str(record.sha), record)
-    hashes = [(sha, r.near) for sha, r in first.items() if isinstance(r.near, int) and resolvable(r, min_detail)]
-    found = near_pairs(np.array([h for _, h in hashes], dtype=np.uint64), near_threshold)
-    pairs = [(hashes[i][0], hashes[j][0]) for i, j in found.tolist()]
+    images = [r for r in first.values() if isinstance(r.near, int)]
+    found = near_pairs(np.array([r.near for r in images], dtype=np.uint64), near_threshold)
+    confirmed = found[_confirmed(images, found, max_difference)]
+    pairs = [(str(images[i].sha), str(images[j].sha)) for i, j in confirmed.tolist()]
     by_text: dict[str, list[str]] = defaultdict(list)
     for sha, record in first.items():
         if isinstance(record.near, str):
             by_text[record.near].append(sha)
     pairs += [(a, b) for shas in by_text.values() for i, a in enumerate(shas) for b in shas[i + 1:]]
-    return pairs
+    return pairs, {"candidates": len(found), "confirmed": len(confirmed)}
+
+
+def _confirmed(images: list[Record], pairs: np.ndarray, max_difference: float) -> np.ndarray:
+    """Mask of the candidate ``pairs`` (rows of ``images``) whose thumbnails show one picture.
+
+    A pair with a record lacking a thumbnail (made by other code than the scan's readers) keeps the
+    hash's word. Only the thumbnails of images in some pair are gathered into an array.
+    """
+    involved = np.unique(pairs)
+    thumbnails = [images[k].thumbnail for k in involved.tolist()]
+    has = np.array([t is not None for t in thumbnails], bool)
+    table = np.zeros((len(involved), THUMB_SIDE * THUMB_SIDE), np.uint8)
+    if has.any():
+        stacked = np.frombuffer(b"".join(t for t in thumbnails if t is not None), np.uint8)
+        table[has] = stacked.reshape(-1, table.shape[1])
+    rows = np.searchsorted(involved, pairs)
+    return matching_pairs(table, rows, max_difference) | ~(has[rows[:, 0]] & has[rows[:, 1]])
 
 
 def _strong_key(record: Record) -> str:
@@ -108,13 +127,13 @@ def _cross_pairs(a: list[Record], b: list[Record], match: str) -> list[dict[str,
     return out
 
 
-def _relations(usable: list[Record], near_threshold: int, min_detail: float) -> dict[str, list[Any]]:
+def _relations(usable: list[Record], near_threshold: int, max_difference: float) -> dict[str, Any]:
     by_sha: dict[str, list[Record]] = defaultdict(list)
     by_strong: dict[str, list[Record]] = defaultdict(list)
     for record in usable:
         by_sha[str(record.sha)].append(record)
         by_strong[_strong_key(record)].append(record)
-    pairs = _near_pairs(usable, near_threshold, min_detail)
+    pairs, counts = _near_pairs(usable, near_threshold, max_difference)
     union = _UnionFind()
     for a, b in pairs:
         union.union(a, b)
@@ -130,6 +149,8 @@ def _relations(usable: list[Record], near_threshold: int, min_detail: float) -> 
         "near_duplicates": sorted(sorted(r.path for sha in shas for r in by_sha[sha]) for shas in components.values()),
         "leakage": sorted(leakage, key=lambda p: (p["train"], p["other"])),
         "label_conflicts": sorted(conflicts, key=lambda g: str(g[0]["path"])),
+        "near_duplicate_candidates": counts["candidates"],
+        "near_duplicate_confirmed": counts["confirmed"],
     }
 
 
@@ -215,17 +236,23 @@ def _channel_stats(records: list[Record]) -> tuple[list[float], list[float]] | N
 
 
 def analyze(records: list[Record], *, kind: str, near_threshold: int = NEAR_THRESHOLD,
-            near_min_detail: float = NEAR_MIN_DETAIL, notes: dict[str, Any] | None = None) -> dict[str, Any]:
+            near_max_difference: float = NEAR_MAX_DIFFERENCE, notes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every check of ``stoker scan`` on the records of one dataset, as a JSON-ready dict.
 
     Args:
         records: One per sample (see :mod:`stoker.quality.sources`).
         kind: ``"image"``, ``"audio"`` or ``"text"``.
-        near_threshold: Largest perceptual-hash distance (bits of 64) still called a near duplicate.
-        near_min_detail: Least :func:`~stoker.quality.phash.image_detail` of an image compared by hash
-            (0 compares every image of at least 32 px).
+        near_threshold: Largest perceptual-hash distance (bits of 64) of a candidate near-duplicate pair.
+        near_max_difference: Largest :func:`~stoker.quality.phash.thumbnail_difference` of a candidate
+            pair still confirmed as a near duplicate (``math.inf`` takes the hash's word alone).
         notes: Extra facts from indexing (empty class folders, ignored files, class names).
+
+    Raises:
+        ValueError: A negative ``near_max_difference``.
     """
+    if not near_max_difference >= 0:
+        raise ValueError(f"near_max_difference must be >= 0 ({NEAR_MAX_DIFFERENCE} by default; math.inf trusts the "
+                         f"hash alone), got {near_max_difference}")
     notes = dict(notes or {})
     usable = [r for r in records if r.error is None and r.sha is not None]
     corrupt = [{"path": r.path, "reason": r.error} for r in records if r.error is not None]
@@ -234,6 +261,8 @@ def analyze(records: list[Record], *, kind: str, near_threshold: int = NEAR_THRE
     counts = _class_counts(records)
     class_names = list(notes.get("class_names") or counts.get("total", {}).keys())
     stats_split = "train" if any(r.split == "train" for r in usable) else "all"
+    relations = _relations(usable, near_threshold, near_max_difference)
+    near_counts = {key: relations.pop(key) for key in ("near_duplicate_candidates", "near_duplicate_confirmed")}
     result: dict[str, Any] = {
         "kind": kind,
         "num_samples": len(records),
@@ -242,16 +271,16 @@ def analyze(records: list[Record], *, kind: str, near_threshold: int = NEAR_THRE
         "class_counts": counts,
         "imbalance_ratio": _imbalance(counts.get(stats_split, {}), class_names),
         "corrupt": sorted(corrupt, key=lambda c: c["path"]),
-        **_relations(usable, near_threshold, near_min_detail),
+        **relations,
         "outliers": _outliers(usable, kind),
         "missing": sorted(missing, key=lambda m: m["path"]),
         "near_duplicate_threshold": near_threshold,
         "notes": notes,
     }
     if kind == "image":
-        result["near_duplicate_min_detail"] = near_min_detail
-        result["near_duplicate_compared"] = sum(1 for r in usable if resolvable(r, near_min_detail))
-        caveat = _near_caveat(usable, result, near_min_detail)
+        result["near_duplicate_max_difference"] = near_max_difference
+        result.update(near_counts)
+        caveat = _near_caveat(usable, result)
         if caveat:
             notes["near_duplicates_caveat"] = caveat
         stats = _channel_stats([r for r in usable if r.split == stats_split])
@@ -261,20 +290,14 @@ def analyze(records: list[Record], *, kind: str, near_threshold: int = NEAR_THRE
     return result
 
 
-def _near_caveat(usable: list[Record], result: dict[str, Any], min_detail: float) -> str | None:
+def _near_caveat(usable: list[Record], result: dict[str, Any]) -> str | None:
     """What a reader of the near-duplicate count should know, or ``None``."""
-    left_out = len(usable) - result["near_duplicate_compared"]
-    if left_out:
-        return (f"{left_out} of {len(usable)} images are smaller than the {HASH_SIDE} px hash grid or carry little "
-                f"detail beyond 16 px (detail < {min_detail}: tiny, upsampled or flat), where the 64-bit hash cannot "
-                "tell copies from look-alikes; near duplicates are not called among them (exact duplicates are; "
-                "--near-min-detail 0 compares them anyway)")
     grouped = sum(len(group) for group in result["near_duplicates"])
     if grouped > 0.05 * max(1, len(usable)):
         # Copies are rare in a curated set; this many usually means a homogeneous set (product shots on
-        # white, scans of one form) where similar images match as well as copies.
+        # white, scans of one form) where similar images can pass the thumbnail check as copies do.
         return (f"{grouped} of {len(usable)} images fall in near-duplicate groups: look at a few groups; if they are "
-                "look-alikes rather than copies, lower --near-threshold or raise --near-min-detail")
+                "look-alikes rather than copies, lower --near-threshold")
     return None
 
 

@@ -1,4 +1,4 @@
-"""Perceptual hashes for near-duplicate images, and text normalisation for near-duplicate text.
+"""Perceptual hashes and thumbnails for near-duplicate images, and text normalisation for near-duplicate text.
 
 The image hash is the DCT hash ("pHash") described by Zauner, *Implementation and Benchmarking
 of Perceptual Image Hash Functions* (2010): shrink the grayscale image to 32x32, take the 2-D
@@ -6,10 +6,10 @@ DCT, keep the 8x8 lowest frequencies and set one bit per coefficient above their
 frequencies survive re-encoding, resizing and mild colour changes, so copies land a few bits
 apart while unrelated images differ in about half of the 64 bits.
 
-The hash tells copies from look-alikes only where an image holds far more than its 64 bits:
-:func:`image_detail` measures what a 16 px version of the image loses, and the scan compares
-hashes only between images with enough of it (tiny and upsampled images fall below; see
-:mod:`stoker.quality.checks`). Finding the pairs is :mod:`stoker.quality.near_index`.
+Sign bits of 63 frequencies cannot tell a copy from a look-alike when an image holds little more
+than those frequencies (8x8 scans upsampled to 32 px, blurred photos, skies). So the hash only
+proposes pairs (:mod:`stoker.quality.near_index`), and each is confirmed on the pixels: a 16x16
+grayscale thumbnail, kept per image (256 bytes), is compared by :func:`thumbnail_difference`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from PIL import Image
 HASH_BITS = 64
 HASH_SIDE = 32  # the grid every image is shrunk to before the DCT
 _KEEP = 8
-# image_detail: the side an image is shrunk to, and the largest side it is measured at.
-DETAIL_SIDE = 16
-_DETAIL_CAP = 128
+THUMB_SIDE = 16  # the confirming thumbnail is THUMB_SIDE x THUMB_SIDE gray levels
+# Contrast below this many gray levels counts as this many: on a near-flat image (a sky at a standard
+# deviation of 3) the noise of JPEG and resampling would otherwise weigh as much as a real difference.
+THUMB_FLOOR = 8.0
 
 
 @lru_cache(maxsize=1)
@@ -74,35 +75,96 @@ def image_phash(image: torch.Tensor | np.ndarray | Image.Image) -> int:
     return int(sum(1 << i for i, bit in enumerate(bits) if bit))
 
 
-def image_detail(image: torch.Tensor | np.ndarray | Image.Image) -> float:
-    """How much of an image a 16 px version of it loses: 0 (nothing) to about 1 (all its variation).
+def image_thumbnail(image: torch.Tensor | np.ndarray | Image.Image) -> bytes:
+    """The 16x16 grayscale thumbnail that confirms near duplicates: ``uint8``, row-major, 256 bytes.
 
-    The image (at most 128 px on its short side) is shrunk to 16 px on its short side and enlarged
-    back; the result is the RMS difference over the image's standard deviation. Images smaller than
-    16 px, flat images and images upsampled from 16 px or less score near 0: for them the hash's
-    8x8 frequencies are most of what the image holds, so look-alikes collide as copies do.
+    The shrinking filter is bicubic with antialiasing, not a box: a box aliases differently on an
+    image and on its resized copy, which puts an upsampled 8x8 digit's 90% copy almost as far from it
+    as a different digit (:func:`thumbnail_difference` up to 0.113 against at least 0.126; bicubic:
+    0.027 against 0.133).
+
+    Raises:
+        ValueError: When the array is not a 2-D or channels-first 3-D image.
     """
-    gray = luma(image)
-    width, height = gray.size
-    short = min(width, height)
-    if short <= DETAIL_SIDE:
-        return 0.0
-    if short > _DETAIL_CAP:
-        # Finer detail than 128 px says nothing more about "more than 16 px", and costs time.
-        gray = gray.resize(_scaled(width, height, _DETAIL_CAP), Image.Resampling.BOX)
-    work = gray.convert("F")
-    pixels = np.asarray(work, np.float64)
-    spread = float(pixels.std())
-    if spread < 1.0:  # a flat image (within one gray level) holds no detail at all
-        return 0.0
-    small = work.resize(_scaled(*work.size, DETAIL_SIDE), Image.Resampling.LANCZOS)
-    back = np.asarray(small.resize(work.size, Image.Resampling.BICUBIC), np.float64)
-    return float(np.sqrt(np.mean((back - pixels) ** 2)) / spread)
+    # reducing_gap: a box reduction to 3x the target first, then bicubic: about 2.5x faster on 300-500 px
+    # photos than bicubic from full size, with the same differences on copies and look-alikes.
+    small = luma(image).resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return small.tobytes()
 
 
-def _scaled(width: int, height: int, short_side: int) -> tuple[int, int]:
-    short = min(width, height)
-    return max(1, round(width * short_side / short)), max(1, round(height * short_side / short))
+def thumbnail_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far apart the pictures of pairs of thumbnails are, brightness and contrast aside: 0 for the same.
+
+    Each thumbnail is standardised (minus its mean, over its standard deviation of at least
+    :data:`THUMB_FLOOR` gray levels) and the result is the RMS difference of the two: ``sqrt(2 (1 - r))``
+    for their correlation ``r`` when both have contrast. Brightness and contrast edits leave it near 0,
+    so does a resized, re-encoded copy; different pictures whose hashes agree differ by more (see
+    :mod:`stoker.quality.checks` for the measured figures). A pair whose mean brightness differs by more
+    than the larger of their (floored) contrasts is ``inf``: standardising would make two blank images of
+    different gray equal.
+
+    Args:
+        a: ``uint8 [P, N]`` thumbnails (rows of :func:`image_thumbnail` bytes).
+        b: ``uint8 [P, N]``, the other side of each pair.
+
+    Returns:
+        ``float32 [P]``.
+
+    Raises:
+        ValueError: When ``a`` and ``b`` are not 2-D arrays of the same shape.
+
+    Example:
+        >>> ramp = np.arange(0, 256, 2, dtype=np.uint8)[None]  # a ramp: its half-contrast copy, then its mirror
+        >>> thumbnail_difference(np.concatenate([ramp, ramp]), np.concatenate([ramp // 2 + 60, ramp[:, ::-1]])).round(3)
+        array([0., 2.], dtype=float32)
+    """
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"expected two [P, N] arrays of the same shape, got {a.shape} and {b.shape}")
+    rows = np.arange(len(a))
+    table = np.concatenate([a, b])
+    return _pair_differences(table, *_thumbnail_stats(table), np.stack([rows, rows + len(a)], axis=1))
+
+
+def matching_pairs(thumbnails: np.ndarray, pairs: np.ndarray, max_difference: float, *,
+                   chunk: int = 1 << 14) -> np.ndarray:
+    """Mask of the ``pairs`` whose thumbnails show one picture: :func:`thumbnail_difference` at most ``max_difference``.
+
+    Args:
+        thumbnails: ``uint8 [N, THUMB_SIDE**2]``, one row per image.
+        pairs: ``int [P, 2]`` rows of ``thumbnails``.
+        max_difference: Largest difference still called one picture.
+        chunk: Pairs (and, for the statistics, rows) handled at once: the float copies stay under
+            ``chunk x 4 KB`` whatever ``N`` and ``P`` are.
+
+    Returns:
+        ``bool [P]``.
+    """
+    stats = _thumbnail_stats(thumbnails, chunk=chunk)
+    keep = np.zeros(len(pairs), bool)
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start:start + chunk]
+        keep[start:start + chunk] = _pair_differences(thumbnails, *stats, part) <= max_difference
+    return keep
+
+
+def _thumbnail_stats(thumbnails: np.ndarray, *, chunk: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and floored standard deviation of each row, computed once per thumbnail rather than once per pair."""
+    mean = np.empty(len(thumbnails), np.float32)
+    scale = np.empty(len(thumbnails), np.float32)
+    for start in range(0, len(thumbnails), chunk):
+        pixels = thumbnails[start:start + chunk].astype(np.float32)
+        mean[start:start + chunk] = pixels.mean(1)
+        scale[start:start + chunk] = np.maximum(pixels.std(1), THUMB_FLOOR)
+    return mean, scale
+
+
+def _pair_differences(thumbnails: np.ndarray, mean: np.ndarray, scale: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    left, right = pairs[:, 0], pairs[:, 1]
+    x = (thumbnails[left].astype(np.float32) - mean[left, None]) / scale[left, None]
+    y = (thumbnails[right].astype(np.float32) - mean[right, None]) / scale[right, None]
+    difference = np.sqrt(np.mean((x - y) ** 2, axis=1))
+    difference[np.abs(mean[left] - mean[right]) > np.maximum(scale[left], scale[right])] = np.inf
+    return difference
 
 
 def hamming(a: int, b: int) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from stoker.data.manifest import assign_splits, read_manifest
 from stoker.data.splits import validate_fractions
-from stoker.quality.checks import NEAR_MIN_DETAIL, NEAR_THRESHOLD, PROBLEMS, analyze
+from stoker.quality.checks import NEAR_MAX_DIFFERENCE, NEAR_THRESHOLD, PROBLEMS, analyze
 from stoker.quality.sources import Progress, detect_kind, scan_audio_folder, scan_image_folder, scan_text
 
 KINDS: tuple[str, ...] = ("image", "audio", "text")
@@ -29,7 +29,7 @@ def scan_dataset(
     text_column: str = "text",
     label_column: str | None = "label",
     near_threshold: int = NEAR_THRESHOLD,
-    near_min_detail: float = NEAR_MIN_DETAIL,
+    near_max_difference: float = NEAR_MAX_DIFFERENCE,
     num_workers: int = 4,
     progress: Progress | None = None,
     split_map: dict[str, str] | None = None,
@@ -40,7 +40,7 @@ def scan_dataset(
     ``manifest``, or, for a dataset without splits, from ``val_fraction``/``test_fraction`` split as the
     DataModules split (exact per-class quotas), or from ``split_map`` (``{path: split}`` of a built DataModule,
     so leakage is checked on exactly the split training sees; unlisted files count as ``excluded``).
-    ``near_threshold`` and ``near_min_detail`` are those of :func:`stoker.quality.checks.analyze`.
+    ``near_threshold`` and ``near_max_difference`` are those of :func:`stoker.quality.checks.analyze`.
 
     Raises:
         ValueError: An unknown ``kind`` or invalid fractions.
@@ -68,7 +68,8 @@ def scan_dataset(
                                  test_fraction=test_fraction, seed=seed)
         for record in records:
             record.split = assigned[record.path]
-    result = analyze(records, kind=kind, near_threshold=near_threshold, near_min_detail=near_min_detail, notes=notes)
+    result = analyze(records, kind=kind, near_threshold=near_threshold, near_max_difference=near_max_difference,
+                     notes=notes)
     result["root"] = str(Path(path))
     sources = [(split_map is not None, "DataModule"), (manifest is not None, "manifest"), (carve, "per-class quotas")]
     result["split_source"] = next((name for used, name in sources if used), "layout")
@@ -108,6 +109,8 @@ def scan_markdown(result: dict[str, Any]) -> str:
              + ", ".join(f"{k} {v}" for k, v in result["splits"].items()), ""]
     problems = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["summary"].items())
     lines += [f"**Problems:** {problems}", ""]
+    if "near_duplicate_candidates" in result:
+        lines += [_near_method(result), ""]
     caveat = result.get("notes", {}).get("near_duplicates_caveat")
     if caveat:
         lines += [f"Near duplicates: {caveat}.", ""]
@@ -125,6 +128,15 @@ def scan_markdown(result: dict[str, Any]) -> str:
                       f"std: {result['std']} (the values for Normalize)"]
     lines += ["", "## Problems", *_problem_lines(result)]
     return "\n".join(lines) + "\n"
+
+
+def _near_method(result: dict[str, Any]) -> str:
+    """How the image near duplicates were found, with the pair counts: what a reader needs to trust the count."""
+    candidates, confirmed = result["near_duplicate_candidates"], result["near_duplicate_confirmed"]
+    return (f"Near duplicates: {candidates} pairs of images within {result['near_duplicate_threshold']} bits of the "
+            f"64-bit perceptual hash; {confirmed} confirmed as one picture by their 16x16 gray thumbnails "
+            f"(difference at most {result['near_duplicate_max_difference']}), {candidates - confirmed} set aside as "
+            "look-alikes. Exact duplicates: SHA-256 of the bytes.")
 
 
 def datamodule_scan_args(datamodule: Any) -> dict[str, Any] | None:

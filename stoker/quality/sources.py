@@ -24,7 +24,7 @@ from stoker.data.hf import FILE_BUILDERS
 from stoker.data.media import AUDIO, IMAGE, Media, is_skipped_file
 from stoker.io.audio import AudioDecodeError, audio_problem, read_audio
 from stoker.io.image import ImageDecodeError, decode_image_bytes
-from stoker.quality.phash import image_detail, image_phash, luma, normalize_text
+from stoker.quality.phash import image_phash, image_thumbnail, luma, normalize_text
 
 # Tables with a label column: what the text DataModule reads, but plain .txt (no columns).
 TEXT_EXTENSIONS: frozenset[str] = frozenset(FILE_BUILDERS) - {".txt"}
@@ -43,8 +43,9 @@ class Record:
         near: Near-duplicate key: a 64-bit perceptual hash (images) or normalised text.
         error: Why the sample cannot be used (corrupt, unreadable).
         missing: Fields that are missing or empty (``"text"``, ``"label"``, ``"audio"``).
-        props: Outlier inputs: width/height/mode, duration/sample_rate/channels, or length; for images
-            also ``detail`` (:func:`stoker.quality.phash.image_detail`, whether the hash can resolve it).
+        props: Outlier inputs: width/height/mode, duration/sample_rate/channels, or length.
+        thumbnail: For images, the 16x16 gray thumbnail that confirms a near duplicate the hash proposes
+            (:func:`stoker.quality.phash.image_thumbnail`, 256 bytes, made in the same decode as the hash).
         pixel_sums: Per-channel sum and sum of squares of pixel values in ``[0, 1]``, and the pixel count.
     """
 
@@ -56,6 +57,7 @@ class Record:
     error: str | None = None
     missing: list[str] = field(default_factory=list)
     props: dict[str, Any] = field(default_factory=dict)
+    thumbnail: bytes | None = None
     pixel_sums: tuple[np.ndarray, np.ndarray, int] | None = None
 
 
@@ -94,7 +96,7 @@ def parallel_map(function: Callable[[Any], Record], items: list[Any], num_worker
 
 # ----------------------------------------------------------------------------- images
 def image_record(root: Path, relative: str, split: str, label: str | None) -> Record:
-    """Hash, decode (with the DataModules' decoder), measure and perceptually hash one image file."""
+    """Hash, decode (with the DataModules' decoder), measure, perceptually hash and thumbnail one image file."""
     record = Record(relative, split, label)
     try:
         data = (root / relative).read_bytes()
@@ -109,8 +111,8 @@ def image_record(root: Path, relative: str, split: str, label: str | None) -> Re
         return record
     gray = luma(image)
     record.near = image_phash(gray)
-    record.props = {"width": int(image.shape[2]), "height": int(image.shape[1]), "mode": _pil_mode(data),
-                    "detail": round(image_detail(gray), 4)}
+    record.thumbnail = image_thumbnail(gray)
+    record.props = {"width": int(image.shape[2]), "height": int(image.shape[1]), "mode": _pil_mode(data)}
     pixels = image.reshape(3, -1).double() / 255.0
     record.pixel_sums = (pixels.sum(1).numpy(), (pixels * pixels).sum(1).numpy(), int(pixels.shape[1]))
     return record

@@ -213,6 +213,15 @@ def test_bad_arguments_name_the_fix(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "give a dataset PATH or --config RECIPE" in capsys.readouterr().err
 
 
+def test_the_retired_detail_gate_is_accepted_and_ignored_with_a_note(image_tree,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    root = image_tree({"a": 2, "b": 2})
+    assert scan_main([str(root), "--near-min-detail", "0.08", "--no-progress", "--fail-on", "corrupt"]) == 0
+    captured = capsys.readouterr()
+    assert "--near-min-detail is deprecated and ignored" in captured.err and "scanned 4 image samples" in captured.out
+    assert scan_main([str(root), "--no-progress"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+
 
 def test_a_core_install_names_the_extra_a_table_or_audio_scan_needs(tmp_path, monkeypatch, capsys) -> None:
     from lightning_utilities.core.imports import RequirementCache
