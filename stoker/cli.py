@@ -51,9 +51,10 @@ RECIPE_OPTIONS: tuple[str, ...] = ("--config", "-c", "--print_config", "--seed_e
 @functools.cache
 def _cli_classes() -> tuple[type[LightningCLI], Callable[..., LightningCLI]]:
     """``(StokerCLI, _RecipeCLI)``, made on first use so that importing this module imports no Lightning."""
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
     import stoker
+    from stoker.data.secrets import without_secrets
 
     # The public classes, imported as `import stoker` did before it became lazy: LightningCLI lists
     # them as known subclasses and resolves short names (`--data.help ImageFolderDataModule`).
@@ -69,6 +70,22 @@ def _cli_classes() -> tuple[type[LightningCLI], Callable[..., LightningCLI]]:
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    class SecretFreeSaveConfig(SaveConfigCallback):
+        """LightningCLI's ``config.yaml`` of the run, with credentials left out of every option dict.
+
+        ``--data.init_args.storage_options`` may carry access keys; the DataModule keeps them in memory
+        (:mod:`stoker.data.secrets`), and the saved config, like the hyperparameters, holds the rest.
+        """
+
+        def __init__(self, parser: LightningArgumentParser, config: Any, *args: Any, **kwargs: Any) -> None:
+            clean = config.clone()
+            for key, value in config.items():
+                if isinstance(value, dict):
+                    clean[key] = without_secrets(value)
+            super().__init__(parser, clean, *args, **kwargs)
+
+    StokerCLI.save_config_class = SecretFreeSaveConfig  # type: ignore[attr-defined]
 
     class _RecipeCLI(StokerCLI):
         """:class:`StokerCLI` without subcommands, plus a data command's own options; builds and never runs."""
@@ -137,7 +154,9 @@ def uses_recipe(argv: Sequence[str]) -> bool:
 
 def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> LightningCLI:
     """Build (and by default run) the LightningCLI part of ``stoker``; used by tests and ``main``."""
-    return _cli_classes()[0](args=list(args) if args is not None else None, run=run, **_cli_kwargs())
+    cli_class = _cli_classes()[0]
+    return cli_class(args=list(args) if args is not None else None, run=run,
+                     save_config_callback=cli_class.save_config_class, **_cli_kwargs())  # type: ignore[attr-defined]
 
 
 def _cli_kwargs(parser_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -18,8 +18,9 @@ class PredictionWriter(BasePredictionWriter):
     write as they go instead of keeping every prediction in memory. A stoker model's
     ``predict_step`` returns class probabilities ``[N, C]``; the sample's ``index`` comes from the
     batch, and a media DataModule names its file (relative to its root or table) or its sample key,
-    for its ``predict_source`` (new data, e.g. a folder of unlabelled images) or the predicted split. Under DDP every rank
-    writes its own file, ``<stem>.rank<r><suffix>``, since each rank predicts a disjoint share.
+    for its ``predict_source`` (new data, e.g. a folder of unlabelled images) or the predicted split.
+    Under DDP every rank writes its own file, ``<stem>.rank<r><suffix>``, since each rank predicts a
+    disjoint share.
 
     Columns: ``index``, ``path`` (empty when unknown), then for ``k = 1..top_k``: ``class_k`` (the
     DataModule's class name, else the id) and ``probability_k``.

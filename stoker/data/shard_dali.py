@@ -90,7 +90,10 @@ class ShardDALIBatches:
             images = self._run(batch["data"])
         except RuntimeError as err:
             return self._without_bad_samples(batch, err, seed)
-        return {self.input_key: images, self.target_key: batch["label"], "index": batch["index"]}
+        out = {self.input_key: images, self.target_key: batch["label"], "index": batch["index"]}
+        if SKIPPED_KEY in batch:  # samples of damaged chunks, left out by the loader's collate
+            out[SKIPPED_KEY] = batch[SKIPPED_KEY]
+        return out
 
     def _run(self, data: list[Any]) -> torch.Tensor:
         self._pipe.feed_input(ENCODED_INPUT, data)

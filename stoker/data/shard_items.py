@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, BadSample, BadSamplePolicy, SampleReadError
+from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSample, BadSamplePolicy, SampleReadError
+from stoker.data.litdata_compat import DAMAGED_KEY
 from stoker.data.seeds import reseed_worker
 from stoker.data.shards import SplitChunks, join
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip_bytes
@@ -51,6 +52,8 @@ class _Items:
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any] | BadSample:
         reseed_worker()  # a persistent worker starts its next epoch's augmentation stream here
+        if DAMAGED_KEY in item:
+            return damaged_sample(item, self.locator, self.on_bad_sample)
         try:
             value = self.load(item["data"], str(item["key"]))
         except self.errors as err:
@@ -96,16 +99,50 @@ class AudioItems(_Items):
                                name=key)
 
 
-class EncodedItems:
-    """The stored sample as it is (for DALI, which decodes the bytes itself): data as a uint8 array."""
+def damaged_sample(item: dict[str, Any], locator: SampleLocator, on_bad_sample: BadSamplePolicy) -> BadSample:
+    """A sample of a damaged chunk: skipped (a :class:`BadSample` naming the chunk), or an error naming it."""
+    where = f"a sample of shard {join(locator.location, str(item.get('chunk', '?')))}"
+    if on_bad_sample == "skip":
+        return BadSample(where, str(item[DAMAGED_KEY]))
+    raise SampleReadError(f"{where}: {item[DAMAGED_KEY]}. Copy the shard set again or re-pack it with `stoker pack`, "
+                          "or set on_bad_sample='skip' to train without the damaged chunk's samples")
 
-    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+
+class EncodedItems:
+    """The stored sample as it is (for DALI, which decodes the bytes itself): data as a uint8 array.
+
+    Args:
+        locator: Names a damaged chunk's samples.
+        on_bad_sample: Skip (a :class:`BadSample`) or raise on a sample of a damaged chunk.
+    """
+
+    def __init__(self, locator: SampleLocator | None = None, on_bad_sample: BadSamplePolicy = "raise") -> None:
+        self.locator, self.on_bad_sample = locator, on_bad_sample
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any] | BadSample:
+        if DAMAGED_KEY in item and self.locator is not None:
+            return damaged_sample(item, self.locator, self.on_bad_sample)
         return {"data": np.frombuffer(item["data"], dtype=np.uint8), "label": int(item["label"]),
                 "index": int(item["index"]), "key": str(item["key"])}
 
 
-def collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """A batch of encoded samples: ``data`` and ``key`` stay lists (their lengths differ), labels become tensors."""
+def collate_encoded(items: list[Any]) -> dict[str, Any]:
+    """A batch of encoded samples: ``data`` and ``key`` stay lists (their lengths differ), labels become tensors.
+
+    Samples of damaged chunks (:class:`BadSample`) are left out and listed under ``skipped``.
+    """
+    bad = [item for item in items if isinstance(item, BadSample)]
+    items = [item for item in items if not isinstance(item, BadSample)]
+    if not items:
+        raise SampleReadError("every sample of a batch was unreadable: " + "; ".join(f"{b.path}: {b.reason}"
+                                                                                      for b in bad))
+    batch = _collate_encoded(items)
+    if bad:
+        batch[SKIPPED_KEY] = [[b.path, b.reason] for b in bad]
+    return batch
+
+
+def _collate_encoded(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "data": [item["data"] for item in items],
         "key": [item["key"] for item in items],

@@ -87,17 +87,20 @@ class _LitdataSplit(IterableDataset):
         cache_dir: Where litdata caches the chunks of a remote source (per node).
         max_cache_size: litdata's cache budget (``None``: its default).
         storage_options: litdata storage options of a remote source.
+        damaged: Chunk files found damaged before training; their samples come back as damaged records
+            (:mod:`stoker.data.litdata_compat`) that the decoder skips or raises on.
     """
 
     shuffle = False
 
     def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, rank: int, num_replicas: int,
                  batch_size: int, seed: int = 0, cache_dir: str | None = None, max_cache_size: str | None = None,
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, damaged: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.location, self.decode = location, decode
         self.rank, self.num_replicas, self.batch_size, self.seed = rank, num_replicas, batch_size, seed
         self.cache_dir, self.max_cache_size, self.storage_options = cache_dir, max_cache_size, storage_options
+        self.damaged = frozenset(damaged)
         self._counts = torch.zeros(MAX_WORKERS, dtype=torch.int64).share_memory_()
         self._own: tuple[int, Any] | None = None
 
@@ -116,13 +119,16 @@ class _LitdataSplit(IterableDataset):
             from litdata import StreamingDataset
             from litdata.utilities.env import _DistributedEnv
 
+            from stoker.data.litdata_compat import checked_item_loader
+
             allow_plain_http(self.storage_options)
             deadline = time.monotonic() + INDEX_WAIT_S
             while True:
                 try:
                     ds = StreamingDataset(self.location, cache_dir=self.cache_dir, shuffle=self.shuffle,
                                           drop_last=self.shuffle, seed=self.litdata_seed(),
-                                          max_cache_size=self.max_cache_size, storage_options=self.storage_options)
+                                          max_cache_size=self.max_cache_size, storage_options=self.storage_options,
+                                          item_loader=checked_item_loader(self.damaged))
                     break
                 except ValueError as error:
                     # Another process holds the lock of the cached index.json (see the module notes).
@@ -164,9 +170,11 @@ class ShardStream(_LitdataSplit):
 
     def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, num_samples: int, rank: int,
                  num_replicas: int, batch_size: int, seed: int = 0, cache_dir: str | None = None,
-                 max_cache_size: str | None = None, storage_options: dict[str, Any] | None = None) -> None:
+                 max_cache_size: str | None = None, storage_options: dict[str, Any] | None = None,
+                 damaged: tuple[str, ...] = ()) -> None:
         super().__init__(location, decode, rank=rank, num_replicas=num_replicas, batch_size=batch_size, seed=seed,
-                         cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options)
+                         cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options,
+                         damaged=damaged)
         self.num_samples = num_samples
         self.plan = ShardPlan(num_samples, num_replicas, mode="cut", batch_size=batch_size, drop_last=True)
         self.num_batches = self.plan.num_batches(rank)

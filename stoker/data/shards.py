@@ -38,6 +38,8 @@ PROGRESS_NAME = "stoker_pack_progress.json"
 INDEX_NAME = "index.json"  # litdata's index of one split
 LABELS_NAME = "labels.json"  # one split's labels by packed position (read only on demand)
 REMOTE_SCHEMES: tuple[str, ...] = ("s3", "gs", "r2")
+# What each packed sample is, field by field ({"data", "label", "index", "key"}), as litdata's index declares it.
+SAMPLE_FORMAT: tuple[str, ...] = ("bytes", "int", "int", "str")
 
 
 class ShardFormatError(ValueError):
@@ -109,10 +111,19 @@ class ShardSetMeta:
 
 @dataclass(frozen=True)
 class SplitChunks:
-    """One split's chunk files, in litdata's order, with the number of samples in each."""
+    """One split's chunk files, in litdata's order, with the number of samples in each.
+
+    Attributes:
+        names: Chunk file names.
+        counts: Samples in each chunk.
+        sizes: Bytes of each chunk, as the index says.
+        damaged: Chunks whose file differs from the index (found by :func:`check_split`).
+    """
 
     names: tuple[str, ...]
     counts: tuple[int, ...]
+    sizes: tuple[int, ...] = ()
+    damaged: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -175,27 +186,55 @@ def allow_plain_http(storage_options: dict[str, Any] | None = None) -> None:
         options["allow_http"] = True
 
 
+CONNECT_TIMEOUT_S = 5  # stoker's own metadata requests: a dead endpoint fails in seconds, not minutes
+METADATA_ATTEMPTS = 3
+
+
 def _provider(url: str, storage_options: dict[str, Any] | None) -> Any:
     # litdata's own object-store access (boto3 for s3/r2, google-cloud-storage for gs), with the
-    # options the streaming uses, so that metadata and chunks are read the same way.
+    # options the streaming uses, so that metadata and chunks are read the same way. Its S3 client
+    # retries up to 1,000 times: right for a long run's chunk downloads, wrong for the few small files
+    # stoker reads at set-up (an unreachable endpoint blocked for over five minutes), so these get
+    # short timeouts and 3 attempts unless the options bring a botocore config of their own.
     from litdata.streaming.fs_provider import _get_fs_provider
 
     allow_plain_http(storage_options)
-    return _get_fs_provider(url, storage_options or {})
+    options = dict(storage_options or {})
+    if urlparse(url).scheme in ("s3", "r2") and "config" not in options:
+        import botocore.config
+
+        options["config"] = botocore.config.Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=30,
+                                                   retries={"max_attempts": METADATA_ATTEMPTS, "mode": "standard"})
+    return _get_fs_provider(url, options)
+
+
+def unreachable(location: str, err: BaseException) -> OSError:
+    """The error for an object store that does not answer: where, which endpoint, why, and what to check."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the provider's default endpoint"
+    return ConnectionError(f"cannot read {location!r} from {endpoint} ({type(err).__name__}: {err}). Check the URL, "
+                           "the endpoint (AWS_ENDPOINT_URL or storage_options={'endpoint_url': ...}), the "
+                           "credentials (environment or profile) and the network")
 
 
 def read_text(location: str, storage_options: dict[str, Any] | None = None) -> str | None:
-    """The text of a file (local or remote), or ``None`` when it does not exist."""
+    """The text of a file (local or remote), or ``None`` when it does not exist.
+
+    Raises:
+        ConnectionError: The object store does not answer (named, within seconds).
+    """
     if not is_remote(location):
         path = Path(location)
         return path.read_text(encoding="utf-8") if path.is_file() else None
     provider = _provider(location, storage_options)
-    if not provider.exists(location):
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "file")
-        provider.download_file(location, local)
-        return Path(local).read_text(encoding="utf-8")
+    try:
+        if not provider.exists(location):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "file")
+            provider.download_file(location, local)
+            return Path(local).read_text(encoding="utf-8")
+    except Exception as err:  # botocore's EndpointConnectionError, ClientError, ... (not a missing file)
+        raise unreachable(location, err) from err
 
 
 def write_text(location: str, text: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -225,18 +264,27 @@ def delete(location: str, storage_options: dict[str, Any] | None = None) -> None
 
 def list_names(location: str, storage_options: dict[str, Any] | None = None) -> set[str] | None:
     """Names of the files directly in a folder or under a URL prefix (``None``: cannot list this store)."""
+    sizes = list_sizes(location, storage_options)
+    return None if sizes is None else set(sizes)
+
+
+def list_sizes(location: str, storage_options: dict[str, Any] | None = None) -> dict[str, int] | None:
+    """``{name: bytes}`` of the files directly in a folder or under a URL prefix (``None``: cannot list this store)."""
     if not is_remote(location):
         folder = Path(location)
-        return {entry.name for entry in os.scandir(folder)} if folder.is_dir() else set()
+        return {entry.name: entry.stat().st_size for entry in os.scandir(folder)} if folder.is_dir() else {}
     parsed = urlparse(location)
     if parsed.scheme not in ("s3", "r2"):
         return None  # litdata's gs provider cannot list; the chunks are then checked when read
     client = _provider(location, storage_options).client.client
     prefix = parsed.path.lstrip("/").rstrip("/") + "/"
-    names: set[str] = set()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix):
-        names.update(item["Key"][len(prefix):] for item in page.get("Contents", []))
-    return {name for name in names if "/" not in name}
+    sizes: dict[str, int] = {}
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix):
+            sizes.update({item["Key"][len(prefix):]: int(item["Size"]) for item in page.get("Contents", [])})
+    except Exception as err:  # botocore raises many types; say where and why
+        raise unreachable(location, err) from err
+    return {name: size for name, size in sizes.items() if "/" not in name}
 
 
 # ----------------------------------------------------------------------------- reading a shard set
@@ -277,34 +325,76 @@ def read_split_chunks(source: str, split: str, storage_options: dict[str, Any] |
         raise FileNotFoundError(f"the {split} split of the shard set {source!r} has no {INDEX_NAME} ({where}); the "
                                 "shard set is incomplete: copy it again, or re-pack with `stoker pack`")
     try:
-        chunks = json.loads(text)["chunks"]
-        return SplitChunks(tuple(str(c["filename"]) for c in chunks), tuple(int(c["chunk_size"]) for c in chunks))
+        index = json.loads(text)
+        chunks = index["chunks"]
+        found = SplitChunks(tuple(str(c["filename"]) for c in chunks), tuple(int(c["chunk_size"]) for c in chunks),
+                            tuple(int(c["chunk_bytes"]) for c in chunks))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ShardFormatError(f"{where} is not a readable litdata index ({type(err).__name__}: {err}); copy it again "
                                "or re-pack with `stoker pack`") from err
+    check_index_config(index.get("config"), where)
+    return found
 
 
-def check_split(source: str, split: str, expected: int, storage_options: dict[str, Any] | None = None) -> SplitChunks:
-    """Check that a split's index matches the metadata and that every chunk file it lists exists.
+def check_index_config(config: Any, where: str) -> None:
+    """Refuse a split index that declares anything but the plain samples ``stoker pack`` writes.
 
-    A missing chunk would otherwise surface hours into training (or as a wait on a download
-    that never comes); here it is an error before the first step.
+    litdata deserializes each field by the ``data_format`` its index declares, and its ``pickle``
+    format unpickles, which runs whatever code the file carries. A shard set is data people download
+    and share: reading it must never execute anything, so the index must declare exactly
+    :data:`SAMPLE_FORMAT` (bytes, int, int, str), litdata's plain ``PyTreeLoader`` and no encryption;
+    anything else is refused before a single sample is read.
+
+    Raises:
+        ShardFormatError: Another layout, naming the field and the value found.
+    """
+    if not isinstance(config, dict):
+        raise ShardFormatError(f"{where} has no litdata config; re-pack the data with `stoker pack`")
+    checks = {"data_format": list(SAMPLE_FORMAT), "item_loader": "PyTreeLoader", "encryption": None}
+    for field_name, expected in checks.items():
+        found = config.get(field_name)
+        if found != expected:
+            why = " (litdata unpickles 'pickle' fields: reading them would run code from the file)" if (
+                "pickle" in str(found)) else ""
+            raise ShardFormatError(
+                f"{where} declares {field_name}={found!r}{why}; stoker reads only shard sets whose samples are "
+                f"{expected!r} as `stoker pack` writes them. Re-pack the source data with `stoker pack`")
+
+
+def check_split(source: str, split: str, expected: int, storage_options: dict[str, Any] | None = None, *,
+                allow_damaged: bool = False) -> SplitChunks:
+    """Check that a split's index matches the metadata and that every chunk file it lists exists, whole.
+
+    A missing or truncated chunk would otherwise surface hours into training (or as a wait on a
+    download that never comes); here it is an error before the first step. With ``allow_damaged``
+    a chunk whose size differs from the index is returned in ``damaged`` instead (its samples are
+    then skipped, see :mod:`stoker.data.litdata_compat`).
 
     Raises:
         FileNotFoundError: The index or chunk files are missing (named).
-        ShardFormatError: The index's sample count differs from the metadata's.
+        ShardFormatError: The index's sample count differs from the metadata's, its layout is not stoker's,
+            or a chunk is damaged (without ``allow_damaged``).
     """
     chunks = read_split_chunks(source, split, storage_options)
     if chunks.total != expected:
         raise ShardFormatError(f"the {split} split of {source!r} holds {chunks.total} samples in its {INDEX_NAME} but "
                                f"{META_NAME} says {expected}: the shard set is inconsistent; re-pack it")
-    present = list_names(join(source, split), storage_options)
+    present = list_sizes(join(source, split), storage_options)
     if present is not None:
         missing = [name for name in chunks.names if name not in present]
         if missing:
             shown = ", ".join(join(source, split, name) for name in missing[:5])
             raise FileNotFoundError(f"{len(missing)} shard file(s) of the {split} split are missing: {shown}. Copy "
                                     "the shard set again (every file under it), or re-pack with `stoker pack`")
+        damaged = tuple(name for name, size in zip(chunks.names, chunks.sizes) if present[name] != size)
+        if damaged:
+            listed = ", ".join(f"{join(source, split, name)} ({present[name]} bytes, the index says "
+                               f"{dict(zip(chunks.names, chunks.sizes))[name]})" for name in damaged[:5])
+            if not allow_damaged:
+                raise ShardFormatError(f"{len(damaged)} chunk file(s) of the {split} split are damaged: {listed}. "
+                                       "Copy the shard set again or re-pack it; on_bad_sample='skip' trains without "
+                                       "their samples")
+            chunks = SplitChunks(chunks.names, chunks.counts, chunks.sizes, damaged)
     return chunks
 
 

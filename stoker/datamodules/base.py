@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, IterableDataset, Sampler
 from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
 from stoker.data.loader import build_loader, default_num_workers, own_state, per_rank_state
+from stoker.data.secrets import without_secrets
 from stoker.profiling.attribution import PROFILE_KEY, LoadProfile, ProfiledCollate
 from stoker.samplers.base import ResumableSampler
 from stoker.transforms.image import normalize_uint8
@@ -261,9 +262,11 @@ class StokerDataModule(L.LightningDataModule):
         return self._device_stats[key]
 
     def __getstate__(self) -> dict[str, Any]:
-        # Device tensors and the Trainer reference do not belong in a pickle (ddp_spawn, workers).
+        # Device tensors and the Trainer reference do not belong in a pickle (ddp_spawn, workers): the Trainer
+        # holds open loader iterators and memory maps; Lightning attaches the DataModule again when it runs.
         state = self.__dict__.copy()
         state["_device_stats"] = {}
+        state["trainer"] = None
         return state
 
     # ----------------------------------------------------------------- data versioning
@@ -353,12 +356,16 @@ def save_init_arguments(datamodule: L.LightningDataModule) -> None:
     Lightning's ``save_hyperparameters`` walks the whole constructor chain and keeps every level's
     arguments, including those a subclass passes to its parent on its own (a demo fixing ``mean``);
     only the arguments the concrete class takes are kept, so that ``load_from_checkpoint`` rebuilds it
-    and a LightningCLI ``config.yaml`` matches what is logged. Called from the base ``__init__``.
+    and a LightningCLI ``config.yaml`` matches what is logged. Secret-looking entries of option dicts
+    (access keys in ``storage_options``) are dropped (:mod:`stoker.data.secrets`). Called from the base
+    ``__init__``.
     """
     datamodule.save_hyperparameters(frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
     accepted = set(inspect.signature(type(datamodule).__init__).parameters) - {"self"}
     for key in [key for key in datamodule.hparams if key not in accepted]:
         del datamodule.hparams[key]
+    for key in list(datamodule.hparams):  # credentials stay in memory (stoker.data.secrets)
+        datamodule.hparams[key] = without_secrets(datamodule.hparams[key])
     datamodule._hparams_initial = copy.deepcopy(datamodule.hparams)  # type: ignore[attr-defined]
 
 

@@ -197,7 +197,7 @@ class ImageDataModule(SourceDataModule):
         if self.decode == "dali":
             from stoker.data.shard_items import EncodedItems
 
-            return EncodedItems()
+            return EncodedItems(locator, self.on_bad_sample)
         return ImageItems(locator, self.train_transform if split == "train" else self.eval_transform,
                           on_bad_sample=self.on_bad_sample)
 

@@ -243,6 +243,11 @@ class ImbalancedDataModule(L.LightningDataModule):
         return self.datamodule.on_after_batch_transfer(batch, dataloader_idx)
 
     # ----------------------------------------------------------------- checkpoints
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["trainer"] = None  # the Trainer holds open loader iterators; Lightning attaches it again when it runs
+        return state
+
     def state_dict(self) -> dict[str, Any]:
         """The wrapped module's state and the realised class mix so far.
 

@@ -24,7 +24,17 @@ from typing import Any
 from stoker._imports import require
 from stoker.data.shard_items import SampleLocator
 from stoker.data.shard_stream import ShardPass, ShardStream, StreamPosition
-from stoker.data.shards import ShardSetMeta, SplitChunks, check_location, check_split, join, read_labels, read_meta
+from stoker.data.shards import (
+    ShardFormatError,
+    ShardSetMeta,
+    SplitChunks,
+    check_location,
+    check_split,
+    is_remote,
+    join,
+    read_labels,
+    read_meta,
+)
 from stoker.samplers.shard_plan import ShardPlan
 
 
@@ -59,8 +69,8 @@ class ShardEngine:
         return list(self.meta.class_names)
 
     def split_sizes(self) -> dict[str, int]:
-        """Samples per split, as packed."""
-        return {split: self.meta.splits.get(split, 0) for split in ("train", "val", "test")}
+        """Samples per split, as packed (less those of damaged chunks left out)."""
+        return {split: self.meta.splits.get(split, 0) - self.left_out(split) for split in ("train", "val", "test")}
 
     def train_labels(self) -> list[int]:
         """Labels of the training split by packed position (a sample's ``index``), read from the shard set."""
@@ -72,14 +82,14 @@ class ShardEngine:
         """Check every split's index and chunk files (once per node) and record them in the node's cache."""
         record = self.prepared_record_path()
         previous = json.loads(record.read_text()) if record.is_file() else {}
-        checked = {split: check_split(self.source, split, size, self.storage_options)
-                   for split, size in self.meta.splits.items() if size}
+        checked = self._check()
         record.parent.mkdir(parents=True, exist_ok=True)
         same = previous.get("fingerprint") == self.meta.fingerprint
         record.write_text(json.dumps({
             "source": self.source, "fingerprint": self.meta.fingerprint, "host": socket.gethostname(),
             "prepared": int(previous.get("prepared", 0)) + 1 if same else 1,
-            "splits": {split: {"names": list(c.names), "counts": list(c.counts)} for split, c in checked.items()},
+            "splits": {split: {"names": list(c.names), "counts": list(c.counts), "sizes": list(c.sizes),
+                               "damaged": list(c.damaged)} for split, c in checked.items()},
         }, indent=1))
 
     def setup(self) -> None:
@@ -89,12 +99,60 @@ class ShardEngine:
         record = self.prepared_record_path()
         saved = json.loads(record.read_text()) if record.is_file() else {}
         if saved.get("fingerprint") == self.meta.fingerprint:
-            self.chunks = {split: SplitChunks(tuple(c["names"]), tuple(c["counts"]))
-                           for split, c in saved["splits"].items()}
+            self.chunks = {split: SplitChunks(tuple(c["names"]), tuple(c["counts"]), tuple(c.get("sizes", ())),
+                                              tuple(c.get("damaged", ()))) for split, c in saved["splits"].items()}
         else:  # prepare did not run on this node (or for this data): check here
-            self.chunks = {split: check_split(self.source, split, size, self.storage_options)
-                           for split, size in self.meta.splits.items() if size}
+            self.chunks = self._check()
         self.dm.record_fingerprint(self.meta.fingerprint)
+        damaged = {split: c.damaged for split, c in self.chunks.items() if c.damaged}
+        if damaged:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            lost = {split: self.left_out(split) for split in damaged}
+            rank_zero_warn(f"{type(self.dm).__name__}: damaged chunk file(s) of {self.source!r}: {damaged}; their "
+                           f"samples are left out (on_bad_sample='skip'): {lost}. Copy the shard set again or "
+                           "re-pack it")
+
+    def _check(self) -> dict[str, SplitChunks]:
+        # With on_bad_sample="skip" a damaged chunk is recorded (its samples are left out); otherwise it stops here.
+        skip = self.dm.on_bad_sample == "skip"
+        return {split: check_split(self.source, split, size, self.storage_options, allow_damaged=skip)
+                for split, size in self.meta.splits.items() if size}
+
+    def location(self, split: str) -> str:
+        """Where a split streams from: the shard set's folder, or a repaired view without its damaged chunks.
+
+        A chunk whose size differs from the index (found before training, kept only under
+        ``on_bad_sample="skip"``) is never read: the split streams from a folder in the node's cache holding
+        a copy of the index without it and links to the intact chunks, so every rank still gets equal whole
+        batches of the samples that remain, and the left-out samples are counted (:meth:`left_out`).
+
+        Raises:
+            ShardFormatError: A remote shard set with damaged chunks (copy or re-pack it).
+        """
+        chunks = self.chunks[split]
+        if not chunks.damaged:
+            return join(self.source, split)
+        if is_remote(self.source):
+            raise ShardFormatError(f"the {split} split of {self.source!r} has damaged chunk file(s) {chunks.damaged}; "
+                                   "a remote shard set cannot be streamed around them: copy it again or re-pack it")
+        view = self.prepared_record_path().parent / "repaired" / split
+        view.mkdir(parents=True, exist_ok=True)
+        index = json.loads((Path(self.source) / split / "index.json").read_text())
+        index["chunks"] = [c for c in index["chunks"] if c["filename"] not in chunks.damaged]
+        for chunk in index["chunks"]:
+            link = view / chunk["filename"]
+            if not link.exists():
+                link.symlink_to(Path(self.source, split, chunk["filename"]).resolve())
+        (view / "index.json").write_text(json.dumps(index))
+        return str(view)
+
+    def left_out(self, split: str) -> int:
+        """Samples of a split left out with its damaged chunks."""
+        chunks = self.chunks.get(split)
+        if chunks is None or not chunks.damaged:
+            return 0
+        return sum(count for name, count in zip(chunks.names, chunks.counts) if name in chunks.damaged)
 
     def loader(self, split: str, *, train: bool) -> Any:
         """The loader of one split (wrapped for DALI when the DataModule decodes with it)."""
@@ -103,16 +161,16 @@ class ShardEngine:
             raise ValueError(f"{type(dm).__name__}: call setup() before asking for a loader; the shard lists are "
                              "read there")
         world, rank = dm.world()
-        location = join(self.source, split)
-        locator = SampleLocator(location, self.chunks[split])
+        location = self.location(split)
+        locator = SampleLocator(join(self.source, split), self.chunks[split])
         chunk_cache = os.path.join(self.cache_dir, "chunks") if self.cache_dir else None
         common: dict[str, Any] = dict(rank=rank, num_replicas=world, batch_size=dm.batch_size, seed=dm.seed,
                                       cache_dir=chunk_cache, max_cache_size=getattr(dm, "max_cache_size", None),
                                       storage_options=self.storage_options)
         stream: ShardStream | ShardPass
         if train:
-            stream = ShardStream(location, dm.shard_items(split, locator), num_samples=self.meta.splits[split],
-                                 **common)
+            stream = ShardStream(location, dm.shard_items(split, locator),
+                                 num_samples=self.meta.splits[split] - self.left_out(split), **common)
             if stream.num_batches == 0:
                 raise ValueError(f"{type(dm).__name__}: the training split has {stream.num_samples} samples, which "
                                  f"gives each of {world} rank(s) no whole batch of batch_size={dm.batch_size}; lower "

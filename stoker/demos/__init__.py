@@ -5,7 +5,7 @@ Each demo DataModule is a production DataModule plus one step: it writes its dat
 """
 
 from stoker.demos.digits import DIGIT_CLASSES, DigitsDataModule, build_digits_folder
-from stoker.demos.docstrings import TOPICS, DocstringTopicsDataModule, build_docstring_topics
+from stoker.demos.docstrings import TOPICS, DocstringCorpusDataModule, DocstringTopicsDataModule, build_docstring_topics
 from stoker.demos.tones import TONE_CLASSES, ToneDataModule, build_audio_tones
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "TONE_CLASSES",
     "TOPICS",
     "DigitsDataModule",
+    "DocstringCorpusDataModule",
     "DocstringTopicsDataModule",
     "ToneDataModule",
     "build_audio_tones",

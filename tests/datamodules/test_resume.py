@@ -5,7 +5,8 @@ For every DataModule, at 1 and 2 ranks (gloo): a subprocess trains with
 middle of the second epoch), and a new process resumes from that checkpoint. What each rank trained on
 before the checkpoint plus what it trained on after the resume must equal, step for step, what an
 uninterrupted run trained on: nothing repeated, nothing skipped. Lightning's "not resumable" warning
-must not appear. Checkpoints written at an epoch's end resume exactly too.
+must not appear. Checkpoints written at an epoch's end resume exactly too. ImageDataModule resumes so on
+a table of files, a saved Hugging Face dataset and WebDataset tars (tests/scripts/resume_sources.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _command(name: str, data: Path, out: Path, ranks: int, workers: int, *extra:
 
 
 _PRELOAD = ["torch", "lightning", "torchvision", "datasets", "transformers", "stoker.datamodules", "stoker.io.dali",
-            "tests.scripts.resume_run"]
+            "tests.scripts.resume_run", "tests.scripts.resume_sources"]
 
 
 def _context() -> Any:
@@ -175,3 +176,32 @@ def test_two_ranks_resume_exactly(tmp_path: Path, data: dict[str, Path], name: s
 def test_an_epoch_end_checkpoint_resumes_on_the_next_epochs_order(tmp_path: Path, data: dict[str, Path], name: str,
                                                                   workers: int) -> None:
     check_kill_and_resume(tmp_path, name, _need(name, data), ranks=1, workers=workers, at_epoch_end=True)
+
+
+# ----------------------------------------------------------------------------- sources other than class folders
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same pre-split photos as a table, a saved Hugging Face dataset and WebDataset tars.
+
+    27 training photos: 6 steps of 4 per epoch at 1 rank, 3 per rank at 2 ranks.
+    """
+    from tests.sources_fixtures import photo_records, write_saved, write_table, write_webdataset
+
+    base = tmp_path_factory.mktemp("resume-sources")
+    records = photo_records(counts={"train": 9, "val": 2})
+    write_table(base / "table", records)
+    write_saved(base / "hf_saved", records)
+    write_webdataset(base / "webdataset", records, per_tar=8)
+    return base
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["table", "hf_saved", "webdataset"])
+def test_one_rank_with_workers_resumes_exactly_on_other_sources(tmp_path: Path, sources: Path, variant: str) -> None:
+    check_kill_and_resume(tmp_path, f"resume_sources:{variant}", sources, ranks=1, workers=2)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_two_ranks_resume_exactly_on_a_saved_hugging_face_dataset(tmp_path: Path, sources: Path) -> None:
+    check_kill_and_resume(tmp_path, "resume_sources:hf_saved", sources, ranks=2, workers=1)

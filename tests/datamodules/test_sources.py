@@ -246,7 +246,7 @@ def test_a_corrupt_stored_sample_is_named_and_left_out(tmp_path, records, form) 
     assert sum(dm.split_sizes().values()) == len(records) - 1
 
 
-def test_webdataset_tars_on_object_storage_are_fetched_once_per_node(tmp_path, records, s3_server) -> None:
+def test_webdataset_tars_on_object_storage_are_fetched_once_per_node(tmp_path, records, s3_server) -> None:  # noqa: F811
     import boto3
 
     local = write_webdataset(tmp_path / "wds", records)

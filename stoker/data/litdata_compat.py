@@ -1,0 +1,68 @@
+"""The one place stoker reaches into litdata internals, kept small so that a litdata upgrade breaks here.
+
+A shard set's chunk can be damaged after packing (a truncated copy, overwritten bytes). litdata
+then fails deep inside its reader: ``struct.error`` from a garbled offset table, or, for a chunk
+shorter than its index says, a wait for bytes that never come that ends in ``ChunkWaitTimeoutError``
+(two seconds for local files, minutes for downloads). Neither names the chunk, and neither lets a
+run skip the samples as ``on_bad_sample="skip"`` promises.
+
+:func:`checked_item_loader` returns litdata's ``PyTreeLoader`` with ``load_item_from_chunk``
+guarded: samples of chunks known to be damaged (found by
+:func:`stoker.data.shards.check_split` before training) come back at once as a
+:data:`DAMAGED_KEY` record naming the chunk, and any error reading a sample comes back the same
+way, so the stoker decoders raise or skip it like an undecodable sample. litdata checks that the
+loader's class name equals the ``item_loader`` its index names, so the guard is a subclass with the
+same name. ``tests/data/test_litdata_compat.py`` fails when a litdata release changes what is wrapped.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+DAMAGED_KEY = "damaged"  # a record read from a damaged chunk: {"damaged": reason, "chunk": file name}
+
+
+def checked_item_loader(damaged: frozenset[str] = frozenset()) -> Any:
+    """litdata's ``PyTreeLoader`` whose reads of damaged chunks (and failed reads) return a named record.
+
+    Args:
+        damaged: File names of chunks known to be damaged, with nothing read from them.
+    """
+    loader = _loader_class()()
+    loader.damaged_chunks = frozenset(damaged)
+    return loader
+
+
+def _loader_class() -> type:
+    # Built on first use (litdata is an optional extra) and kept as this module's attribute ``PyTreeLoader``,
+    # so that a pickled loader finds its class by name in another process (see __getattr__).
+    if "PyTreeLoader" in globals():
+        return globals()["PyTreeLoader"]
+    from litdata.streaming.item_loader import PyTreeLoader as _LitdataPyTreeLoader
+
+    class PyTreeLoader(_LitdataPyTreeLoader):  # the name litdata's index asks for
+        damaged_chunks: frozenset[str] = frozenset()
+
+        def load_item_from_chunk(self, index: int, chunk_index: int, chunk_filepath: str, begin: int,
+                                 filesize_bytes: int, *args: Any, **kwargs: Any) -> Any:
+            name = os.path.basename(chunk_filepath)
+            if name in self.damaged_chunks:
+                return {DAMAGED_KEY: "the chunk is damaged (its size or offset table differs from the index)",
+                        "chunk": name}
+            try:
+                return super().load_item_from_chunk(index, chunk_index, chunk_filepath, begin, filesize_bytes,
+                                                    *args, **kwargs)
+            except Exception as err:  # struct.error, ChunkWaitTimeoutError, ValueError...: the chunk is damaged
+                return {DAMAGED_KEY: f"the chunk cannot be read ({type(err).__name__}: {err})", "chunk": name}
+
+    PyTreeLoader.__module__ = __name__
+    PyTreeLoader.__qualname__ = "PyTreeLoader"
+    globals()["PyTreeLoader"] = PyTreeLoader
+    return PyTreeLoader
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PyTreeLoader":
+        return _loader_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
