@@ -93,6 +93,15 @@ class ImbalancedDataModule(L.LightningDataModule):
                 f"{type(datamodule).__name__} exposes no training labels: add a method `train_labels(self) -> "
                 "list[int]` returning the label of every training sample in dataset order (after setup)"
             )
+        if getattr(datamodule, "multi_label", False):
+            # A class-weighted draw needs one class per sample: with several, a sample's weight has no single
+            # answer (the rarest label's? a product?), and drawing by one skews the others' frequencies.
+            raise ValueError(
+                f"ImbalancedDataModule weights each sample by its one class, but {type(datamodule).__name__} is "
+                "multi-label (several classes per sample). Train multi-label data with the stoker models' "
+                "BCEWithLogits loss (class_weighted_loss=True weights its positives by class), or wrap a "
+                "single-label DataModule"
+            )
         if isinstance(strategy, str) and strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGIES)} or per-class weights")
         if not (0.0 <= beta < 1.0):

@@ -91,7 +91,7 @@ def read_audio(path: str | os.PathLike[str], *, start: int = 0, frames: int = -1
             return _read_soundfile(path, start, frames)
         except Exception as err:  # libsndfile raises several types (LibsndfileError, RuntimeError, TypeError)
             if not _TORCHCODEC_AVAILABLE:
-                raise AudioDecodeError(path, f"cannot decode ({type(err).__name__}: {err})") from err
+                raise AudioDecodeError(path, _soundfile_reason(path, err)) from err
     if not _TORCHCODEC_AVAILABLE:
         raise AudioDecodeError(path, "this format needs TorchCodec and FFmpeg (pip install torchcodec)")
     try:
@@ -100,6 +100,16 @@ def read_audio(path: str | os.PathLike[str], *, start: int = 0, frames: int = -1
         raise AudioDecodeError(path, f"cannot decode ({type(err).__name__}: {err})") from err
     stop = None if frames < 0 else start + frames
     return waveform[:, start:stop], rate
+
+
+def _soundfile_reason(path: Path, err: Exception) -> str:
+    """Why libsndfile refused a file, in words that fit: for a regular file whose content is not the audio its
+    name says, libsndfile claims it "does not exist or is not a regular file (possibly a pipe?)"."""
+    text = str(err)
+    if "possibly a pipe" in text and path.is_file():
+        kind = path.suffix.lstrip(".").upper() or "audio"
+        return f"not a readable {kind} file (its content is not {kind} audio that libsndfile can decode)"
+    return f"cannot decode ({type(err).__name__}: {text})"
 
 
 # ----------------------------------------------------------------------------- signal ops

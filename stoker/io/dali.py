@@ -357,9 +357,25 @@ class DALIBatches:
 
 
 def dali_unreadable(relpaths: list[str]) -> dict[str, str]:
-    """Files that decode on the torchvision path but not in DALI, with the reason."""
-    return {
-        rel: "GIF is not decoded by DALI"
-        for rel in relpaths
-        if os.path.splitext(rel)[1].lower() in _DALI_UNREADABLE_SUFFIXES
-    }
+    """Files that decode on the torchvision path but not in DALI's file reader, with the reason.
+
+    GIFs (DALI decodes no GIF), and file names that are not valid UTF-8 (kept by Python as surrogate
+    escapes): DALI's reader takes its file list as UTF-8 strings and refuses the whole list with
+    "Unsupported argument type with name files", naming neither the file nor the cause.
+    """
+    out: dict[str, str] = {}
+    for rel in relpaths:
+        if os.path.splitext(rel)[1].lower() in _DALI_UNREADABLE_SUFFIXES:
+            out[rel] = "GIF is not decoded by DALI"
+        elif not _is_utf8(rel):
+            out[rel] = ("the file name is not valid UTF-8, which DALI's file reader cannot take: rename the file, "
+                        "or decode it on the CPU (decode='cpu')")
+    return out
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes of undecodable bytes
+        return False
+    return True

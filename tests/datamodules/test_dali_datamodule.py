@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -257,3 +258,17 @@ def test_real_two_process_ddp_covers_the_split_with_equal_batches(tmp_path: Path
             assert all(result["train_labels"][i] == y for b in batches for i, y in zip(b["index"], b["label"]))
         val = [[i for b in r["seen"]["val"] if b["epoch"] == epoch for i in b["index"]] for r in ranks]
         assert sorted(val[0] + val[1]) == list(range(n_val)), "validation sees every sample exactly once"
+
+
+def test_a_file_name_that_is_not_utf8_is_named_and_left_out_not_a_dali_error(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    paths = write_image_tree(root, {"a": 6, "b": 6}, size=(20, 24))
+    odd = os.fsencode(root / "a") + b"/caf\xe9.jpg"  # Latin-1 bytes: not UTF-8
+    with open(odd, "wb") as handle:
+        handle.write(paths[0].read_bytes())
+    dm = DALIImageNetDataModule(str(root), val_fraction=0.25, max_bad_fraction=0.2, **TINY)
+    with pytest.warns(UserWarning, match=r"excluded 1 unusable image file"):
+        dm.setup("fit")
+    (name, reason), = dm.bad_files.items()
+    assert os.fsencode(name) == b"a/caf\xe9.jpg" and "not valid UTF-8" in reason
+    assert sum(len(b["index"]) for b in dm.batches("train")) > 0  # DALI reads the rest

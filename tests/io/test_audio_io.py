@@ -139,3 +139,9 @@ def test_check_audio_names_every_kind_of_bad_file(tmp_path: Path) -> None:
 def test_formats_needing_torchcodec_are_reported_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "clip.m4a").write_bytes(b"\x00" * 64)
     assert check_audio(tmp_path / "clip.m4a") == "this format needs TorchCodec and FFmpeg (pip install torchcodec)"
+
+
+def test_a_text_file_named_like_audio_is_called_what_it_is_not_a_pipe(tmp_path: Path) -> None:
+    (tmp_path / "notes.mp3").write_text("this is not a recording\n")
+    reason = check_audio(tmp_path / "notes.mp3") or ""
+    assert reason.startswith("not a readable MP3 file") and "pipe" not in reason
