@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data import hf as td
+from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.lm_dataset import PackedRows
 from stoker.data.lm_tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, Task, target_within
 from stoker.data.loader import available_cores
@@ -183,7 +184,7 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
             self.datasets[name] = PackedRows(ds.select_columns(self.model_columns), self.plans[name],
                                              labels=self.task == "sft", rank=rank,
                                              mlm_seed=self.seed if self.task == "mlm" else None)
-        sources = "|".join(f"{name}:{ds.examples._fingerprint}" for name, ds in sorted(self.datasets.items()))
+        sources = "|".join(f"{name}:{fingerprint_of(ds.examples)}" for name, ds in sorted(self.datasets.items()))
         settings = (self.packing, self.overflow, self.max_length, self.seed)
         self.record_fingerprint(hashlib.sha256(f"{sources}|{settings}".encode()).hexdigest()[:32])
         self._log_plan()

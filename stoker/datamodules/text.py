@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data import hf as td
+from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.loader import available_cores
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.datamodules.base import StokerDataModule, as_sequence
@@ -324,7 +325,7 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
             self.lengths[name] = list(ds["length"])
             self.datasets[name] = ds.select_columns(columns)
         # datasets fingerprints follow the source files, tokenization and split: they version the data.
-        parts = "|".join(f"{name}:{ds._fingerprint}" for name, ds in sorted(self.datasets.items()))
+        parts = "|".join(f"{name}:{fingerprint_of(ds)}" for name, ds in sorted(self.datasets.items()))
         self.record_fingerprint(hashlib.sha256(parts.encode()).hexdigest()[:32])
         self._record_stats(self.lengths["train"], list(splits["train"]["full_length"]))
 

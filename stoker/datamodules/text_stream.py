@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data import hf as td
+from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.loader import build_loader
 from stoker.data.streams import FixedLengthStream, StreamPass
 from stoker.data.text_files import scan_local_rows, scan_tables
@@ -267,7 +268,7 @@ def source_signature(source: str, subset: str | None, revision: str | None) -> A
         return sorted((split, Path(f).name, Path(f).stat().st_size) for split, fs in local[1].items() for f in fs)
     saved = td.load_saved(source)
     if saved is not None:
-        return sorted((split, ds._fingerprint) for split, ds in saved.items())
+        return sorted((split, fingerprint_of(ds)) for split, ds in saved.items())
     return (source, subset, revision)
 
 

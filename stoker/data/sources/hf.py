@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stoker._imports import require
+from stoker.data.datasets_compat import fingerprint_of, rows_are_table_rows
 from stoker.data.folder import printable
 from stoker.data.media import Media
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex
@@ -200,9 +201,8 @@ class HFSource(Source):
         if hf_split not in self._columns:
             dataset = self._load()[hf_split]
             # The Arrow table's rows are the dataset's unless an indices mapping (select, shuffle) sits on
-            # top; what load_from_disk and load_dataset return never has one. `_indices` is datasets'
-            # private name for it: should it go, the check fails towards datasets' own (slower) row access.
-            if hasattr(dataset, "_indices") and dataset._indices is None and dataset.data.num_rows == len(dataset):
+            # top; what load_from_disk and load_dataset return never has one.
+            if rows_are_table_rows(dataset):
                 self._columns[hf_split] = _StoredColumn(dataset.data.column(self.media_field))
             else:
                 self._columns[hf_split] = _DatasetColumn(dataset, self.media_field)
@@ -227,7 +227,7 @@ class HFSource(Source):
 
     def signature(self, key: str) -> list[Any]:
         hf_split = key.rpartition("#")[0]
-        return [self._load()[hf_split]._fingerprint]
+        return [fingerprint_of(self._load()[hf_split])]
 
     def cache_id(self) -> str:
         from stoker.data.sources.base import _digest

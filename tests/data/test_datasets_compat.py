@@ -1,0 +1,33 @@
+"""What stoker reads of datasets' and litdata's internals still exists (fails on a release that removes it)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+datasets = pytest.importorskip("datasets")
+
+
+def test_datasets_still_has_a_fingerprint_and_an_indices_mapping() -> None:
+    from stoker.data.datasets_compat import fingerprint_of, rows_are_table_rows
+
+    table = datasets.Dataset.from_dict({"x": list(range(6))})
+    assert len(fingerprint_of(table)) >= 8 and rows_are_table_rows(table)
+    assert fingerprint_of(table.map(lambda row: {"x": row["x"] + 1})) != fingerprint_of(table)
+    picked = table.select([4, 1])
+    assert hasattr(picked, "_indices") and not rows_are_table_rows(picked)  # rows 4, 1: not the table's
+
+
+def test_litdata_still_reads_samples_through_the_wrapped_loader_method() -> None:
+    pytest.importorskip("litdata")
+    from litdata.streaming.item_loader import PyTreeLoader
+
+    from stoker.data.litdata_compat import checked_item_loader
+
+    wrapped = list(inspect.signature(PyTreeLoader.load_item_from_chunk).parameters)
+    assert wrapped[:6] == ["self", "index", "chunk_index", "chunk_filepath", "begin", "filesize_bytes"]
+    loader = checked_item_loader(frozenset({"chunk-0-0.bin"}))
+    assert type(loader).__name__ == "PyTreeLoader" and isinstance(loader, PyTreeLoader)  # litdata checks the name
+    record = loader.load_item_from_chunk(0, 0, "/x/chunk-0-0.bin", 0, 10)
+    assert record["chunk"] == "chunk-0-0.bin" and "damaged" in record["damaged"]
