@@ -9,6 +9,7 @@ plan (:mod:`stoker.data.packing`); batched by a fixed number of rows or by a tok
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any
 
@@ -21,6 +22,7 @@ from stoker.data.lm_dataset import PackedRows
 from stoker.data.lm_tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, Task, target_within
 from stoker.data.loader import available_cores
 from stoker.data.packing import Overflow, Packing, PackPlan, plan_packing
+from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, StreamingSwitch, given_source
 from stoker.samplers.shard_plan import ShardPlan
@@ -197,11 +199,18 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         for name, ds in raw.items():
             td.check_columns(ds.column_names, [self.text_field], dataset=self.source, split=name)
             num_proc = self.num_proc or (min(8, available_cores()) if len(ds) > 20_000 else None)
-            fingerprint = self._settings_fingerprint(ds._fingerprint)
-            out[name] = ds.map(self._tokenize_fn(name), batched=True, with_indices=True,
-                               remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
-                               cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
-                               desc=f"tokenizing {name}")
+            fingerprint = self._settings_fingerprint(fingerprint_of(ds))
+            function: Any = self._tokenize_fn(name)
+            progress = Progress(f"tokenizing the {name} split of {self.source}", "the tokenized rows are cached",
+                                unit="row")
+            if num_proc is None:  # one process: stoker's progress (a multi-process map keeps datasets' bars)
+                function = CountedBatches(function, progress, len(ds))
+            with quiet_datasets() if num_proc is None else contextlib.nullcontext():
+                out[name] = ds.map(function, batched=True, with_indices=True,
+                                   remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
+                                   cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
+                                   desc=f"tokenizing {name}")
+            progress.close()
         return out
 
     def _usable(self, name: str, ds: Any) -> Any:

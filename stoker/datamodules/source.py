@@ -21,7 +21,7 @@ from stoker.data.folder import printable, read_path_list
 from stoker.data.loader import available_cores
 from stoker.data.manifest import check_manifest_fingerprint, dataset_fingerprint, read_manifest
 from stoker.data.media import IMAGE, Media
-from stoker.data.progress import FileProgress
+from stoker.data.progress import Progress
 from stoker.data.sources import Pairs, Source, SourceIndex, open_source, source_kind
 from stoker.data.sources.checks import find_bad_samples, sample_hashes, source_cache_path
 from stoker.data.sources.labels import Label, LabelMap
@@ -341,8 +341,8 @@ class SourceDataModule(StokerDataModule):
     def _excluded(self) -> set[str]:
         return read_path_list(self.quarantine) if self.quarantine else set()
 
-    def _progress(self, what: str, hint: str) -> FileProgress:
-        return FileProgress(f"{what} {self.media.name} samples of {self.source}", hint)
+    def _progress(self, what: str, hint: str) -> Progress:
+        return Progress(f"{what} {self.media.name} {self.unit}s of {self.source}", hint, unit=self.unit)
 
     def _unusable(self, source: Source, index: SourceIndex,
                   excluded: set[str]) -> tuple[dict[str, str], dict[str, str]]:

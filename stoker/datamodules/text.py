@@ -8,6 +8,7 @@ DataModule, and ``HFTextDataModule(..., streaming=True)`` builds the streaming o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from stoker.data import hf as td
 from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.loader import available_cores
+from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.datamodules.base import StokerDataModule, as_sequence
 from stoker.datamodules.lm_base import StreamingSwitch, TokenizerMixin, given_source
@@ -355,11 +357,18 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         for name, ds in raw.items():
             files = local[1].get(name, []) if local is not None else []
             num_proc = self.num_proc or (min(8, available_cores()) if len(ds) > 20_000 else None)
-            fingerprint = self._settings_fingerprint(ds._fingerprint)
-            out[name] = ds.map(self._tokenize_fn(name, files), batched=True, with_indices=True,
-                               remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
-                               cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
-                               desc=f"tokenizing {name}")
+            fingerprint = self._settings_fingerprint(fingerprint_of(ds))
+            function: Any = self._tokenize_fn(name, files)
+            progress = Progress(f"tokenizing the {name} split of {self.source}", "the tokenized rows are cached",
+                                unit="row")
+            if num_proc is None:  # one process: stoker's progress (a multi-process map keeps datasets' bars)
+                function = CountedBatches(function, progress, len(ds))
+            with quiet_datasets() if num_proc is None else contextlib.nullcontext():
+                out[name] = ds.map(function, batched=True, with_indices=True,
+                                   remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
+                                   cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
+                                   desc=f"tokenizing {name}")
+            progress.close()
         return out
 
     def _drop_invalid(self, name: str, ds: Any) -> Any:

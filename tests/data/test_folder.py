@@ -135,17 +135,55 @@ def test_file_names_that_are_not_utf8_are_indexed_checked_and_round_trip(tmp_pat
     assert read_path_list(listing) == {rel}
 
 
-def test_long_per_file_work_shows_progress_once_with_the_way_to_skip_it(tmp_path: Path, capsys) -> None:
-    from stoker.data.progress import MIN_FILES, FileProgress
+def test_long_work_in_a_log_prints_periodic_lines_with_rate_and_time_left() -> None:
+    import io
 
-    progress = FileProgress("decode-checking image files under x", "verify='none' skips the check", enabled=True)
-    for done in range(1, MIN_FILES + 1):
-        progress(done, MIN_FILES)
-    err = capsys.readouterr().err
-    assert f"decode-checking image files under x: {MIN_FILES} files, once (the results are cached)" in err
-    assert "verify='none' skips the check" in err and f"{MIN_FILES}/{MIN_FILES}" in err
-    quiet = FileProgress("hashing", "", enabled=False)
-    quiet(1, 10_000)
-    small = FileProgress("hashing", "", enabled=True)
-    small(1, 10)
-    assert capsys.readouterr().err == "", "off rank zero, off a terminal, and for small jobs: nothing"
+    from stoker.data.progress import LOG_EVERY_S, Progress
+
+    clock = [0.0]
+    out = io.StringIO()
+    progress = Progress("hashing image files of x", "a manifest carries them", enabled=True, stream=out,
+                        terminal=False, clock=lambda: clock[0])
+    total = 100_000
+    for done in range(0, total + 1, 1_000):  # 4,000 files/s for 25 s
+        clock[0] = done / 4_000
+        progress(max(done, 1), total)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "stoker: hashing image files of x: 100,000 files, once (the results are cached); a manifest " \
+                       "carries them"
+    periodic = lines[1:]
+    assert len(periodic) == 2 + int((25 - 2) // LOG_EVERY_S)  # when announced (2 s in), every 10 s, the final count
+    assert periodic[0].startswith("stoker: hashing image files of x: 8,000/100,000 files (8%), 4,000 files/s, 23s left")
+    assert periodic[-1].startswith("stoker: hashing image files of x: 100,000/100,000 files (100%)")
+
+
+def test_short_work_and_other_ranks_stay_quiet() -> None:
+    import io
+
+    from stoker.data.progress import Progress
+
+    clock = [0.0]
+    out = io.StringIO()
+    quick = Progress("hashing", enabled=True, stream=out, terminal=False, clock=lambda: clock[0])
+    for done in range(1, 501):  # done within a second
+        clock[0] = done / 1_000
+        quick(done, 500)
+    other_rank = Progress("hashing", enabled=False, stream=out, terminal=False, clock=lambda: 100.0)
+    other_rank(1, 10_000)
+    assert out.getvalue() == ""
+
+
+def test_on_a_terminal_the_same_work_shows_a_bar() -> None:
+    import io
+
+    from stoker.data.progress import Progress
+
+    clock = [0.0]
+    out = io.StringIO()
+    progress = Progress("decode-checking", "verify='none' skips it", enabled=True, stream=out, terminal=True,
+                        clock=lambda: clock[0])
+    for done in range(1, 11):
+        clock[0] = done
+        progress(done, 10)
+    text = out.getvalue()
+    assert "decode-checking: 10 files, once" in text and "10/10" in text and "file/s" in text
