@@ -32,6 +32,11 @@ def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == labels).float().mean()
 
 
+def final_accuracy_line(accuracy: float, epoch: int) -> str:
+    """The end-of-fit line, e.g. ``final val/acc 0.967 (epoch 4)``; epochs count from 0 as Lightning's do."""
+    return f"final val/acc {accuracy:.3f} (epoch {epoch})"
+
+
 IMBALANCE_RATIO = 3.0  # largest / smallest training class above which class metrics are on by default
 
 
@@ -73,6 +78,9 @@ class StokerClassifier(L.LightningModule):
     (``None``) when the training split's largest class is more than :data:`IMBALANCE_RATIO` times its
     smallest.
 
+    At the end of fit, rank zero prints the last validation's accuracy after the callbacks'
+    summaries, e.g. ``final val/acc 0.967 (epoch 4)`` (nothing when fit never validated).
+
     Args:
         label_smoothing: Label smoothing for integer labels.
         class_weighted_loss: Weight the loss by the DataModule's ``class_weights`` (an
@@ -104,6 +112,7 @@ class StokerClassifier(L.LightningModule):
         self.loss_weight: torch.Tensor | None = None
         self.class_metrics = class_metrics
         self.per_class: dict[str, Any] | None = None  # torchmetrics objects, in a ModuleDict
+        self.last_val_epoch: int | None = None  # the epoch of the last validation outside the sanity check
 
     def _keys(self) -> tuple[str, str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -177,6 +186,14 @@ class StokerClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_class_metrics("val")
+        if not self.trainer.sanity_checking:
+            self.last_val_epoch = self.current_epoch
+
+    def on_fit_end(self) -> None:
+        """Print the last validation's ``val/acc`` on rank zero, the figure a recipe promises."""
+        accuracy = self.trainer.callback_metrics.get("val/acc")
+        if accuracy is not None and self.last_val_epoch is not None and self.trainer.is_global_zero:
+            print(final_accuracy_line(float(accuracy), self.last_val_epoch), flush=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_class_metrics("test")

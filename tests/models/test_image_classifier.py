@@ -93,3 +93,25 @@ def test_compile_compiles_the_backbone_in_place_and_keeps_checkpoint_keys() -> N
                                                                                    compile=True)
     assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
     assert compiled.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_fit_ends_with_the_last_validation_accuracy(image_tree, capsys: pytest.CaptureFixture[str]) -> None:
+    import lightning as L
+
+    from stoker.datamodules import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(str(image_tree({"a": 6, "b": 6}, size=(16, 16))), batch_size=4, num_workers=0,
+                               image_size=16, val_fraction=0.3)
+    model = ImageClassifier("resnet10t", num_classes=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, limit_train_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    accuracy = float(trainer.callback_metrics["val/acc"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"final val/acc {accuracy:.3f} (epoch 1)", "the last line of fit, after any summary"
+
+    unvalidated = ImageClassifier("resnet10t", num_classes=2)
+    L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+              enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(unvalidated, datamodule=dm)
+    assert "final val/acc" not in capsys.readouterr().out, "no validation, no claim"
