@@ -26,15 +26,51 @@ def soft_target_loss(
     return F.cross_entropy(logits, target.long(), label_smoothing=label_smoothing, weight=weight)
 
 
+def multi_label_loss(logits: torch.Tensor, target: torch.Tensor,
+                     pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy on logits for multi-hot targets ``[N, C]`` (MixUp/CutMix's mixed ones too).
+
+    Each class is its own yes/no question, so the loss is ``BCEWithLogits``; ``pos_weight`` weighs each
+    class's positives (negatives over positives in the training split, for ``class_weighted_loss``).
+
+    Raises:
+        ValueError: Targets that are not ``[N, C]`` like the logits.
+    """
+    if target.ndim != 2 or target.shape != logits.shape:
+        raise ValueError(f"multi-label targets must be multi-hot [N, C] like the logits {tuple(logits.shape)}, got "
+                         f"{tuple(target.shape)}")
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), pos_weight=pos_weight)
+
+
+def multi_label_metric_set(num_classes: int) -> Any:
+    """mAP (macro average precision) and micro/macro F1 at 0.5, from torchmetrics."""
+    from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
+
+    return torch.nn.ModuleDict({
+        "mAP": MultilabelAveragePrecision(num_classes, average="macro"),
+        "f1_micro": MultilabelF1Score(num_classes, average="micro"),
+        "f1_macro": MultilabelF1Score(num_classes, average="macro"),
+    })
+
+
+def positive_weights(labels: list[Any], num_classes: int) -> torch.Tensor:
+    """Per class, negatives over positives among multi-label training ``labels`` (tuples of classes); 1 for none."""
+    positives = torch.zeros(num_classes)
+    for label in labels:
+        positives[list(label)] += 1
+    negatives = len(labels) - positives
+    return torch.where(positives > 0, negatives / positives.clamp(min=1), torch.ones(num_classes))
+
+
 def top1_accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Fraction of rows whose arg-max matches the label (the arg-max of soft targets)."""
     labels = target.argmax(dim=1) if target.ndim == 2 else target
     return (logits.argmax(dim=1) == labels).float().mean()
 
 
-def final_accuracy_line(accuracy: float, epoch: int) -> str:
+def final_accuracy_line(accuracy: float, epoch: int, metric: str = "val/acc") -> str:
     """The end-of-fit line, e.g. ``final val/acc 0.967 (epoch 4)``; epochs count from 0 as Lightning's do."""
-    return f"final val/acc {accuracy:.3f} (epoch {epoch})"
+    return f"final {metric} {accuracy:.3f} (epoch {epoch})"
 
 
 IMBALANCE_RATIO = 3.0  # largest / smallest training class above which class metrics are on by default
@@ -81,6 +117,11 @@ class StokerClassifier(L.LightningModule):
     At the end of fit, rank zero prints the last validation's accuracy after the callbacks'
     summaries, e.g. ``final val/acc 0.967 (epoch 4)`` (nothing when fit never validated).
 
+    Multi-label data (a DataModule with ``multi_label=True``: multi-hot float targets ``[N, C]``) trains
+    with ``BCEWithLogits`` (``class_weighted_loss`` weighs each class's positives by its negatives over
+    positives), logs ``<stage>/mAP``, ``<stage>/f1_micro`` and ``<stage>/f1_macro`` instead of accuracy,
+    predicts per-class sigmoid probabilities, and ends fit with ``final val/mAP``.
+
     Args:
         label_smoothing: Label smoothing for integer labels.
         class_weighted_loss: Weight the loss by the DataModule's ``class_weights`` (an
@@ -113,6 +154,8 @@ class StokerClassifier(L.LightningModule):
         self.class_metrics = class_metrics
         self.per_class: dict[str, Any] | None = None  # torchmetrics objects, in a ModuleDict
         self.last_val_epoch: int | None = None  # the epoch of the last validation outside the sanity check
+        self.multi_label = False  # set from the DataModule in setup
+        self.multi_label_metrics: Any = None  # torchmetrics objects, in a ModuleDict
 
     def _keys(self) -> tuple[str, str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -127,7 +170,13 @@ class StokerClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Create the per-class metrics when asked, or when the DataModule's training split is imbalanced."""
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "multi_label", False):
+            self.multi_label = True
+            if self.multi_label_metrics is None:
+                num_classes = int(getattr(self.hparams, "num_classes", 0) or len(datamodule.class_names))
+                self.multi_label_metrics = multi_label_metric_set(num_classes)
+            return
         if self.per_class is not None or not wants_class_metrics(self.class_metrics, datamodule):
             return
         names = list(getattr(datamodule, "class_names", None) or [])
@@ -139,7 +188,11 @@ class StokerClassifier(L.LightningModule):
     def on_fit_start(self) -> None:
         if not self.class_weighted_loss:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
+        if self.multi_label:
+            labels = list(datamodule.train_labels())
+            self.loss_weight = positive_weights(labels, len(datamodule.class_names)).to(self.device)
+            return
         weights = getattr(datamodule, "class_weights", None)
         if weights is None:
             raise ValueError(
@@ -161,9 +214,16 @@ class StokerClassifier(L.LightningModule):
             raise ValueError(f"{stage} batch has no {target_key!r} (keys: {sorted(batch)}); use a labelled split")
         target = batch[target_key]
         logits = self(self.model_inputs(batch, stage))
-        loss = soft_target_loss(logits, target, self.label_smoothing, self.loss_weight)
         size = logits.shape[0]
         sync = stage != "train"  # epoch-level eval metrics are reduced across ranks; step metrics are not
+        if self.multi_label:
+            loss = multi_label_loss(logits, target, self.loss_weight)
+            self.log(f"{stage}/loss", loss, prog_bar=sync, batch_size=size, sync_dist=sync)
+            if stage != "train" and self.multi_label_metrics is not None:
+                for metric in self.multi_label_metrics.values():
+                    metric.update(logits, (target > 0.5).long())
+            return loss
+        loss = soft_target_loss(logits, target, self.label_smoothing, self.loss_weight)
         self.log(f"{stage}/loss", loss, prog_bar=sync, batch_size=size, sync_dist=sync)
         self.log(f"{stage}/acc", top1_accuracy(logits, target), prog_bar=True, batch_size=size, sync_dist=sync)
         if self.per_class is not None and stage != "train":
@@ -173,6 +233,11 @@ class StokerClassifier(L.LightningModule):
         return loss
 
     def _log_class_metrics(self, stage: str) -> None:
+        if self.multi_label_metrics is not None and self.multi_label:
+            for name, metric in self.multi_label_metrics.items():
+                self.log(f"{stage}/{name}", metric.compute(), prog_bar=name == "mAP")  # reduced over ranks
+                metric.reset()
+            return
         if self.per_class is None:
             return
         # compute() reduces over ranks itself (torchmetrics); every rank logs the same numbers.
@@ -191,9 +256,10 @@ class StokerClassifier(L.LightningModule):
 
     def on_fit_end(self) -> None:
         """Print the last validation's ``val/acc`` on rank zero, the figure a recipe promises."""
-        accuracy = self.trainer.callback_metrics.get("val/acc")
+        metric = "val/mAP" if self.multi_label else "val/acc"
+        accuracy = self.trainer.callback_metrics.get(metric)
         if accuracy is not None and self.last_val_epoch is not None and self.trainer.is_global_zero:
-            print(final_accuracy_line(float(accuracy), self.last_val_epoch), flush=True)
+            print(final_accuracy_line(float(accuracy), self.last_val_epoch, metric), flush=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_class_metrics("test")
@@ -208,7 +274,8 @@ class StokerClassifier(L.LightningModule):
         self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self(self.model_inputs(batch, "predict")).softmax(dim=1)
+        logits = self(self.model_inputs(batch, "predict"))
+        return logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
         # Frozen parameters (a linear probe) stay out of the optimizer and its state.
