@@ -115,3 +115,18 @@ def test_a_class_left_out_of_a_split_by_chance_is_named() -> None:
     seed = next(s for s in range(200) if not split(s)["val"])
     with pytest.warns(UserWarning, match=r"no sample of class\(es\) \['rare'\] fell into 'val'"):
         split(seed)
+
+
+def test_the_split_report_says_how_far_per_class_rounding_drifts_and_who_got_nothing() -> None:
+    from stoker.data.splits import drifted, split_folder_files, split_report
+
+    # 1,000 classes of 5 samples and one class of a single sample, val_fraction=0.1.
+    files = {"all": [(f"c{c}/{i}.jpg", c) for c in range(1000) for i in range(5)] + [("lonely/0.jpg", 1000)]}
+    parts = split_folder_files(files, val_fraction=0.1, test_fraction=0.0, seed=0)
+    pool = [y for _, y in parts["train"]] + [y for _, y in parts["val"]]
+    report = split_report(pool, {"val": [y for _, y in parts["val"]]}, {"val": 0.1})["val"]
+    assert report["asked"] == 0.1 and report["samples"] == 1000 and report["of"] == 5001
+    assert abs(float(report["realised"]) - 0.2) < 0.001  # every class of 5 rounds 0.5 up to one sample
+    assert report["classes_without"] == [1000] and drifted(report)
+    even = split_report([0] * 50 + [1] * 50, {"val": [0] * 5 + [1] * 5}, {"val": 0.1})["val"]
+    assert not drifted(even)

@@ -283,3 +283,15 @@ def test_the_demo_recipe_scan_passes_and_every_source_describes_itself(forms) ->
         dm = _dm(source, **({"class_names": list(CLASSES)} if form == "webdataset" else {}))
         info = dm.describe()
         assert info["source_kind"] in ("folder", "table", "hf", "webdataset", "shards")
+
+
+def test_setup_says_when_per_class_rounding_drifts_from_the_asked_share(tmp_path, records) -> None:
+    train = [r for r in records if r.split == "train"]
+    few = [r for r in train if r.label == "bird"][:5] + [r for r in train if r.label == "cat"][:5] + \
+        [r for r in train if r.label == "dog"][:1]  # 5, 5 and a single dog
+    root = write_folder(tmp_path / "few", few, presplit=False)
+    dm = _dm(root, val_fraction=0.1)
+    with pytest.warns(UserWarning, match=r"val_fraction=0.1 asked, 2 of 11 samples \(18.2%\) held out.*1 class\(es\) "
+                                         r"have no val sample \(e.g. \['dog'\]\)"):
+        dm.setup("fit")
+    assert dm.describe()["split_drift"]["val"]["classes_without"] == 1
