@@ -134,11 +134,12 @@ class PackedStream(_Targets, FixedLengthStream):
                  overflow: Overflow, overlap: int = 1, labels: bool = False, mlm_seed: int | None = None,
                  open_rows: int = 8, seed: int = 0, rank: int = 0, block_size: int = 10_000,
                  shuffle: bool = True) -> None:
+        # Set before the base's __init__, which records the order-defining settings (order_keys) for resumes.
+        self.capacity, self.mode, self.overflow, self.overlap = capacity, mode, overflow, overlap
+        self.labels, self.mlm_seed, self.open_rows = labels, mlm_seed, open_rows
         super().__init__(dataset, num_batches=num_batches, batch_size=batch_size,
                          columns=["input_ids", "labels"] if labels else ["input_ids"], seed=seed, rank=rank,
                          block_size=block_size, shuffle=shuffle)
-        self.capacity, self.mode, self.overflow, self.overlap = capacity, mode, overflow, overlap
-        self.labels, self.mlm_seed, self.open_rows = labels, mlm_seed, open_rows
 
     def _rows(self, c: Any, quota: int, worker: int) -> Iterator[list[Piece]]:  # type: ignore[override]
         extra = copy.deepcopy(c.extra) if c.extra else {"bins": [], "pending": []}

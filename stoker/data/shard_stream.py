@@ -56,22 +56,12 @@ from torch.utils.data import IterableDataset
 from stoker.data.loader import MAX_WORKERS, worker_slot
 from stoker.data.seeds import derive_seed
 from stoker.data.shards import allow_plain_http, is_remote
-from stoker.samplers.shard_plan import ShardPlan, worker_batches
+from stoker.data.stream_shares import WorkerShares
+from stoker.samplers.shard_plan import ShardPlan
 
 INDEX_WAIT_S = 60.0  # how long a process waits for another one's download of a remote split's index.json
 
 
-
-
-class _EpochCounter:
-    """``.value``: the epoch the current worker reads (what :class:`stoker.data.seeds.WorkerSeeding` expects)."""
-
-    def __init__(self, counts: torch.Tensor) -> None:
-        self.counts = counts
-
-    @property
-    def value(self) -> int:
-        return max(0, int(self.counts[worker_slot()[0]]) - 1)
 
 
 class _LitdataSplit(IterableDataset):
@@ -101,13 +91,8 @@ class _LitdataSplit(IterableDataset):
         self.rank, self.num_replicas, self.batch_size, self.seed = rank, num_replicas, batch_size, seed
         self.cache_dir, self.max_cache_size, self.storage_options = cache_dir, max_cache_size, storage_options
         self.damaged = frozenset(damaged)
-        self._counts = torch.zeros(MAX_WORKERS, dtype=torch.int64).share_memory_()
+        self._passes = torch.zeros(MAX_WORKERS, dtype=torch.int64).share_memory_()  # evaluation passes per worker
         self._own: tuple[int, Any] | None = None
-
-    @property
-    def epoch_counter(self) -> _EpochCounter:
-        """The worker's epoch in shared memory (for :class:`~stoker.data.seeds.WorkerSeeding`)."""
-        return _EpochCounter(self._counts)
 
     def litdata_seed(self) -> int:
         """The seed of litdata's chunk and sample permutations (NumPy takes 32 bits)."""
@@ -178,17 +163,23 @@ class ShardStream(_LitdataSplit):
         self.num_samples = num_samples
         self.plan = ShardPlan(num_samples, num_replicas, mode="cut", batch_size=batch_size, drop_last=True)
         self.num_batches = self.plan.num_batches(rank)
+        self.shares = WorkerShares(num_batches=self.num_batches, batch_size=batch_size,
+                                   settings={key: getattr(self, key) for key in self.order_keys})
         self._epoch = -1  # the epoch this process iterates (its worker's copy)
         self._yielded = 0
-        self._resume: dict[str, Any] | None = None
         self._template: dict[str, Any] | None = None
+
+    @property
+    def epoch_counter(self) -> Any:
+        """The worker's epoch in shared memory (for :class:`~stoker.data.seeds.WorkerSeeding`)."""
+        return self.shares.epoch_counter
 
     def __len__(self) -> int:
         return self.num_batches * self.batch_size
 
     def quota(self, worker: int, workers: int) -> int:
         """Samples worker ``worker`` yields per epoch: whole batches, the rank's batches dealt as litdata deals them."""
-        return worker_batches(self.num_batches, worker, workers) * self.batch_size
+        return self.shares.quota(worker, workers)
 
     def prepare(self, workers: int) -> None:
         """Take litdata's resume state template in the main process (litdata refuses to make one in a worker)."""
@@ -201,17 +192,9 @@ class ShardStream(_LitdataSplit):
     def __iter__(self) -> Iterator[Any]:
         # Not a generator: the epoch is claimed when the loader builds its iterator (torchdata restores the
         # state first, then calls iter), and the iterator is not the dataset, so torchdata saves the state.
-        worker, workers = worker_slot()
-        quota, resume, self._resume = self.quota(worker, workers), self._resume, None
-        if resume is not None:
-            # A worker that had handed out its whole share yields nothing more this epoch (the other workers may
-            # still have batches to give); the next iteration starts the next epoch.
-            epoch, start = int(resume["epoch"]), min(int(resume["yielded"]), quota)
-        else:
-            epoch, start = int(self._counts[worker]), 0
-        self._counts[worker] = epoch + 1
-        self._epoch, self._yielded = epoch, start
-        return self._samples(worker, workers, quota, start)
+        claim = self.shares.claim()
+        self._epoch, self._yielded = claim.epoch, claim.start
+        return self._samples(claim.worker, claim.workers, claim.quota, claim.start)
 
     def _samples(self, worker: int, workers: int, quota: int, start: int) -> Iterator[Any]:
         if start >= quota:
@@ -243,12 +226,7 @@ class ShardStream(_LitdataSplit):
 
     def state_dict(self) -> dict[str, Any]:
         """``{epoch, yielded}`` of this worker (or, in the main process, the next epoch to start) and the settings."""
-        worker, workers = worker_slot()
-        if self._epoch >= 0:
-            position = {"epoch": self._epoch, "yielded": self._yielded}
-        else:  # the main process of a loader with workers: where the next epoch starts
-            position = {"epoch": int(self._counts[worker]), "yielded": 0}
-        return {**position, "workers": workers, **{key: getattr(self, key) for key in self.order_keys}}
+        return self.shares.state({"epoch": self._epoch, "yielded": self._yielded} if self._epoch >= 0 else None)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at ``state`` on the next iteration (see :class:`StreamPosition` for a whole epoch's state).
@@ -256,12 +234,7 @@ class ShardStream(_LitdataSplit):
         Raises:
             ValueError: The state was saved with other settings or another number of workers.
         """
-        workers = worker_slot()[1]
-        for key, mine in [*((k, getattr(self, k)) for k in self.order_keys), ("workers", workers)]:
-            if key in state and state[key] != mine and not (key == "workers" and int(state.get("yielded", 0)) == 0):
-                raise ValueError(f"cannot resume the shard stream of {self.location!r}: the checkpoint has {key}="
-                                 f"{state[key]}, this run has {key}={mine}. Resume with the same {key}")
-        self._resume = dict(state)
+        self.shares.restore(state, what=f"the shard stream of {self.location!r}")
 
 
 class StreamPosition:
@@ -296,7 +269,7 @@ class ShardPass(_LitdataSplit):
 
     def __iter__(self) -> Iterator[Any]:
         worker, workers = worker_slot()
-        self._counts[worker] += 1
+        self._passes[worker] += 1
         return self._samples(workers)
 
     def _samples(self, workers: int) -> Iterator[Any]:

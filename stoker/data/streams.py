@@ -42,9 +42,9 @@ from torch.utils.data import IterableDataset
 from stoker.data.hf import PROBLEMS
 from stoker.data.loader import MAX_WORKERS, worker_slot
 from stoker.data.seeds import derive_seed
-from stoker.samplers.shard_plan import worker_batches
+from stoker.data.stream_shares import WorkerShares
 
-_EPOCH, _REPEATED = 0, 1  # counter columns; the skipped rows per problem follow
+_REPEATED = 1  # counter columns: 0 is unused (the epoch lives in WorkerShares), then repeats, then skips per problem
 
 
 
@@ -119,37 +119,37 @@ class FixedLengthStream(_CountingStream):
         super().__init__(dataset, columns)
         self.num_batches, self.batch_size, self.seed, self.rank = num_batches, batch_size, seed, rank
         self.block_size, self.shuffle = block_size, shuffle
+        self.shares = WorkerShares(num_batches=num_batches, batch_size=batch_size,
+                                   settings={key: getattr(self, key) for key in self.order_keys})
         self._cursor: _Cursor | None = None
-        self._resume: dict[str, Any] | None = None
         self._own: tuple[int, Any] | None = None
+
+    @property
+    def epoch_counter(self) -> Any:
+        """The worker's epoch in shared memory (for :class:`~stoker.data.seeds.WorkerSeeding`)."""
+        return self.shares.epoch_counter
 
     def __len__(self) -> int:
         return self.num_batches * self.batch_size
 
     def quota(self, worker: int, workers: int) -> int:
         """Rows worker ``worker`` yields per epoch: whole batches, so the loader never emits a short batch."""
-        return worker_batches(self.num_batches, worker, workers) * self.batch_size
+        return self.shares.quota(worker, workers)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # Not a generator: the epoch is claimed when the loader builds its iterator, before any index is sent.
-        worker, workers = worker_slot()
-        quota, resume, self._resume = self.quota(worker, workers), self._resume, None
-        counts = self._counts[worker]
-        if resume is not None and 0 < int(resume["yielded"]) < quota:
-            cursor = _Cursor(**{k: resume[k] for k in _Cursor.__dataclass_fields__ if k in resume})
-            counts[1:] = torch.tensor(resume["counts"])
-        elif resume is not None and int(resume["yielded"]) >= quota and workers > 1:
-            # This worker had handed out its whole share when the state was taken, the others maybe not (the
-            # shares differ by a batch): it yields nothing more this epoch, and the next iteration starts the next.
-            cursor = _Cursor(epoch=int(resume["epoch"]), yielded=quota)
-            counts[1:] = torch.tensor(resume["counts"])
-        else:  # fresh, or the saved epoch was complete (or not started)
-            done = resume is not None and int(resume["yielded"]) >= quota
-            cursor = _Cursor(epoch=int(resume["epoch"]) + done if resume is not None else int(counts[_EPOCH]))
+        claim = self.shares.claim()
+        counts = self._counts[claim.worker]
+        if claim.resumed is not None and claim.start < claim.quota:
+            cursor = _Cursor(**{k: claim.resumed[k] for k in _Cursor.__dataclass_fields__ if k in claim.resumed})
+        else:
+            cursor = _Cursor(epoch=claim.epoch, yielded=claim.start)
+        if claim.resumed is not None:
+            counts[1:] = torch.tensor(claim.resumed["counts"])
+        else:
             counts[1:] = 0
-        counts[_EPOCH] = cursor.epoch + 1
         self._cursor = cursor
-        return self._rows(cursor, quota, worker)
+        return self._rows(cursor, claim.quota, claim.worker)
 
     def _source(self) -> Any:
         # datasets keeps its epoch in a tensor shared with every worker and updates it with a read-modify-write;
@@ -206,10 +206,9 @@ class FixedLengthStream(_CountingStream):
 
     def state_dict(self) -> dict[str, Any]:
         """The cursor (epoch, pass, block, block start state, offset, yielded), the counters and the settings."""
-        worker, workers = worker_slot()
-        cursor = self._cursor or _Cursor(epoch=int(self._counts[worker, _EPOCH]))
-        return {**asdict(cursor), "counts": self._counts[worker, 1:].tolist(), "workers": workers,
-                **{key: getattr(self, key) for key in self.order_keys}}
+        worker = worker_slot()[0]
+        cursor = self._cursor or _Cursor(epoch=self.shares.next_epoch(worker))
+        return {**self.shares.state(asdict(cursor)), "counts": self._counts[worker, 1:].tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at ``state`` on the next iteration (a complete epoch resumes at the next one).
@@ -217,12 +216,7 @@ class FixedLengthStream(_CountingStream):
         Raises:
             ValueError: The state was saved with other settings or another number of workers.
         """
-        workers = worker_slot()[1]
-        for key, mine in [*((k, getattr(self, k)) for k in self.order_keys), ("workers", workers)]:
-            if key in state and state[key] != mine:
-                raise ValueError(f"cannot resume this stream: the checkpoint has {key}={state[key]}, this run has "
-                                 f"{key}={mine}. Resume with the same {key}")
-        self._resume = dict(state)
+        self.shares.restore(state, what="this stream")
 
 
 class StreamPass(_CountingStream):
