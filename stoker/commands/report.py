@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import shlex
@@ -19,16 +20,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningArgumentParser
+from stoker.commands._help import help_request
 
 _DESCRIPTION = "Write the Data Pipeline Summary of a recipe (Markdown, JSON and PNG plots)."
 _OWN_OPTIONS = ("--out", "--batches")
 
 
-def add_report_arguments(parser: LightningArgumentParser) -> None:
-    """The options of ``stoker report`` beside the recipe's."""
-    parser.add_argument("--out", type=str, default="reports/data", help="output folder")
-    parser.add_argument("--batches", type=int, default=20, help="training batches to time")
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``stoker report`` beside the recipe's (the recipe parser and the help page read them alike)."""
+    parser.add_argument("--out", type=str, default="reports/data", help="folder that receives data_pipeline.md, "
+                        "data_pipeline.json and the PNG plots")
+    parser.add_argument("--batches", type=int, default=20, help="training batches to time (the first, which "
+                        "carries the workers' start-up, is reported apart)")
 
 
 def recipe_argv(argv: list[str]) -> list[str]:
@@ -86,16 +89,17 @@ def _early_error(argv: list[str]) -> str | None:
 def main(argv: list[str]) -> int:
     """Run ``stoker report``; returns 2 when the recipe or its data cannot be used."""
     from stoker.cli import recipe_cli
-    from stoker.report.markdown import report_markdown
-    from stoker.report.summary import build_report, write_plots
 
-    problem = _early_error(argv)
+    problem = None if help_request(argv) else _early_error(argv)
     if problem:
         print(f"stoker report: error: {problem}", file=sys.stderr)
         return 2
     cli = recipe_cli(argv, prog="stoker report", description=_DESCRIPTION, add_arguments=add_report_arguments)
     if isinstance(cli, int):
         return cli
+    from stoker.report.markdown import report_markdown
+    from stoker.report.summary import build_report, write_plots
+
     args = cli.config
     datamodule = cli.datamodule
     datamodule.trainer = cli.trainer  # so num_workers/pin_memory resolve as they will in `stoker fit`

@@ -1,13 +1,16 @@
-"""``stoker scan PATH | --config RECIPE``: profile a dataset before training on it.
+"""``stoker scan SOURCE | --config RECIPE``: profile a dataset before training on it.
 
-Two forms. ``stoker scan PATH`` scans a folder or table, with the split of its layout, of a
-manifest or of ``--val/--test/--seed``. ``stoker scan --config RECIPE`` scans the data of a
-recipe's DataModule with the split training sees, and takes what ``stoker fit`` takes: repeated
-``--config``, dotted overrides (``--data.init_args.root=...``) and ``--print_config``.
+Two forms. ``stoker scan SOURCE`` scans any source the media DataModules read (a class folder, a
+table of files, a Hugging Face dataset or ``hf://<name>``, WebDataset tars) or text tables, with the
+source's own splits, a manifest's, or ``--val/--test/--seed``. ``stoker scan --config RECIPE`` scans
+the data of a recipe's DataModule through its reader, with the split training sees, and takes what
+``stoker fit`` takes: repeated ``--config``, dotted overrides (``--data.init_args.root=...``) and
+``--print_config``. Quarantine lists name samples by the keys the DataModules use (``quarantine=``).
 
 Examples::
 
     stoker scan data/flowers --json scan.json --markdown scan.md --quarantine quarantine.json
+    stoker scan hf://user/photos --revision main --multi-label --markdown scan.md
     stoker scan --config recipes/quickstart.yaml --fail-on leakage,corrupt   # non-zero exit in CI
     stoker scan --config recipes/quickstart.yaml --data.init_args.root=/data/digits --json scan.json
 """
@@ -28,8 +31,9 @@ _NEAR_MIN_DETAIL: float | None = source_constant("stoker.quality.checks", "NEAR_
 _PROBLEMS: tuple[str, ...] = source_constant("stoker.quality.checks", "PROBLEMS")
 _KINDS: tuple[str, ...] = source_constant("stoker.quality.scan", "KINDS")
 
-_DESCRIPTION = ("Profile an image folder, audio folder or text table: counts, corrupt files, duplicates, leakage, "
-                "label conflicts, outliers, missing values and channel statistics.")
+_DESCRIPTION = ("Profile a dataset (class folders, a table of files, a Hugging Face dataset or hf://name, WebDataset "
+                "tars, or text tables): counts, corrupt files, duplicates, leakage, label conflicts, outliers, "
+                "missing values, channel statistics and, for multi-label data, label co-occurrence.")
 
 
 def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,22 +55,52 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to read a source given by path (``stoker scan``, ``split`` and ``pack`` share them): the
+    DataModules' arguments of the same names."""
+    parser.add_argument("--label-column", default="label", help="label column of a table or dataset (or field of a "
+                        "WebDataset json member); '' for none (text tables)")
+    parser.add_argument("--media-column", help="column holding the images or audio of a Hugging Face dataset "
+                        "(default: image or audio)")
+    parser.add_argument("--path-column", default="path", help="column of file paths of a table of files")
+    parser.add_argument("--split-column", default="split", help="column of splits of a table (used when present)")
+    parser.add_argument("--class-names", help="comma-separated classes in label order (names WebDataset .cls indices)")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="a sample has a set of classes (a list, or names joined by ';')")
+    parser.add_argument("--subset", help="configuration of an hf:// dataset")
+    parser.add_argument("--revision", help="revision (branch, tag or commit) of an hf:// dataset")
+    parser.add_argument("--cache-dir", help="where downloads and per-sample results are cached (default "
+                        "~/.cache/stoker, and datasets' own cache)")
+
+
+def source_options(args: argparse.Namespace) -> Any:
+    """The :class:`~stoker.quality.media_source.SourceOptions` that :func:`add_source_arguments` parsed."""
+    from stoker.quality.media_source import SourceOptions
+
+    names = [name.strip() for name in (args.class_names or "").split(",") if name.strip()]
+    return SourceOptions(media_field=args.media_column, label_field=args.label_column or "label",
+                         path_field=args.path_column, split_field=args.split_column, class_names=names or None,
+                         multi_label=bool(getattr(args, "multi_label", False)), subset=args.subset,
+                         revision=args.revision, cache_dir=args.cache_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the path form, ``stoker scan PATH``."""
+    """The argument parser of the path form, ``stoker scan SOURCE``."""
     parser = argparse.ArgumentParser(
         prog="stoker scan", description=_DESCRIPTION, formatter_class=HelpFormatter,
         epilog="Recipe form: stoker scan --config RECIPE [--config MORE] [--data.init_args.KEY=VALUE ...]\n"
                "[options above]: the data of a recipe's DataModule with the split training sees. It takes the\n"
                "arguments of `stoker fit`; `stoker scan --config RECIPE --help` explains them, `--help-all`\n"
                "lists every Trainer, model and data flag.")
-    parser.add_argument("path", nargs="?", help="dataset folder or table file")
-    parser.add_argument("--kind", choices=_KINDS, help="dataset kind (detected from the files by default)")
+    parser.add_argument("path", nargs="?", metavar="SOURCE", help="class folders, a table of files, a Hugging Face "
+                        "dataset (save_to_disk, parquet/arrow, hf://name), WebDataset tars, or text tables")
+    parser.add_argument("--kind", choices=_KINDS, help="what the samples are (detected from names and columns)")
     parser.add_argument("--manifest", help="take the splits from this manifest (from `stoker split`)")
-    parser.add_argument("--val", type=float, default=0.0, help="split a single-folder dataset: validation fraction")
-    parser.add_argument("--test", type=float, default=0.0, help="split a single-folder dataset: test fraction")
+    parser.add_argument("--val", type=float, default=0.0, help="validation fraction of a source without that split")
+    parser.add_argument("--test", type=float, default=0.0, help="test fraction of a source without that split")
     parser.add_argument("--seed", type=int, default=0, help="seed of that split")
-    parser.add_argument("--text-column", default="text", help="text column of a table")
-    parser.add_argument("--label-column", default="label", help="label column of a table ('' for none)")
+    parser.add_argument("--text-column", default="text", help="text column of a text table")
+    add_source_arguments(parser)
     add_scan_arguments(parser)
     return parser
 
@@ -88,7 +122,7 @@ def recipe_target(cli: Any) -> dict[str, Any]:
     """Arguments of :func:`scan_dataset` for the data of a built recipe's DataModule, with its actual split.
 
     Raises:
-        ValueError: The DataModule reads no local files (a hub dataset).
+        ValueError: The DataModule has no per-sample reader (a shard set, a hub text dataset).
     """
     from stoker.quality.scan import datamodule_scan_args
 
@@ -97,8 +131,9 @@ def recipe_target(cli: Any) -> dict[str, Any]:
     datamodule.setup("fit")
     args = datamodule_scan_args(datamodule)
     if args is None:
-        raise ValueError(f"the DataModule of the recipe ({type(datamodule).__name__}) reads no local files "
-                         "(no folder 'root' or local 'dataset' in describe()); run `stoker scan PATH` on the data")
+        raise ValueError(f"the DataModule of the recipe ({type(datamodule).__name__}) has no per-sample reader to "
+                         "scan (a stoker shard set streams; a hub text dataset has no local table): run `stoker scan "
+                         "SOURCE` on the data it was made from")
     return args
 
 
@@ -125,7 +160,7 @@ def main(argv: list[str]) -> int:
         elif args.path:
             target = {"path": args.path, "kind": args.kind, "manifest": args.manifest, "val_fraction": args.val,
                       "test_fraction": args.test, "seed": args.seed, "text_column": args.text_column,
-                      "label_column": args.label_column or None}
+                      "label_column": args.label_column or None, "options": source_options(args)}
         else:
             raise ValueError("give a dataset PATH or --config RECIPE")
         bar, update = _progress_bar(args.no_progress)

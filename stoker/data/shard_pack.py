@@ -1,16 +1,17 @@
-"""Writing a shard set: the splits of a class folder, shuffled, packed as encoded bytes with litdata's ``optimize``.
+"""Writing a shard set: the splits of a source, shuffled, packed as encoded bytes with litdata's ``optimize``.
 
 Why shuffle before packing: litdata streams a shuffled epoch by permuting the chunks and then
-the samples inside each chunk (in blocks). A class-folder tree listed in order would put whole
-classes into the same chunks, so every batch would hold few classes. Each split is therefore
-written in a seeded permutation (``derive_seed(seed, "pack", split)``), and a sample's
-``index`` is its position in it.
+the samples inside each chunk (in blocks). A class-folder tree (or a table, a dataset, tars)
+listed in order would put whole classes into the same chunks, so every batch would hold few
+classes. Each split is therefore written in a seeded permutation (``derive_seed(seed, "pack",
+split)``), and a sample's ``index`` is its position in it.
 
-What is packed is the file's encoded bytes (a JPEG stays a JPEG: about ten times smaller than
-its pixels), its label and its relative path as key. Which files, in which split, comes from the
-folder DataModules (``stoker pack`` runs their index, quarantine, decode check, manifest and
-split), so a shard set holds exactly what the folder DataModule would train on, with the same
-data fingerprint.
+What is packed is each sample's encoded bytes as its source stores them (a JPEG stays a JPEG:
+about ten times smaller than its pixels), read through the source's reader
+(:meth:`stoker.data.sources.Source.read_bytes`: a file, a Hugging Face row, a tar member), its
+label and its key. Which samples, in which split, comes from the media DataModule over the source
+(``stoker pack`` runs its index, quarantine, decode check, manifest and split), so a shard set
+holds exactly what that DataModule would train on, with the same data fingerprint.
 
 **Resuming.** A split is packed in parts of ``part_size`` samples, each one ``optimize`` call
 that appends to the split's litdata index (the index is rewritten only when a part is complete,
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from stoker.data.media import media_for
 from stoker.data.seeds import derive_seed
 from stoker.data.shards import (
     LABELS_NAME,
@@ -50,6 +52,7 @@ from stoker.data.shards import (
     restored_start_method,
     write_text,
 )
+from stoker.data.sources import FolderSource, Source
 from stoker.data.splits import SPLITS
 
 Pairs = list[tuple[str, int]]
@@ -57,15 +60,17 @@ Pairs = list[tuple[str, int]]
 
 @dataclass(frozen=True)
 class PackPlan:
-    """What a shard set will hold: the splits of one class-folder tree and how they were made.
+    """What a shard set will hold: the splits of one source and how they were made.
 
     Attributes:
-        root: The tree the relative paths start from.
+        root: The source, for messages.
         media: ``"image"`` or ``"audio"``.
         class_names: Label names, by label.
-        splits: ``{split: [(relative path, label)]}`` (empty splits are not written).
+        splits: ``{split: [(key, label)]}`` (empty splits are not written).
         fingerprint: The data fingerprint of ``splits``.
         seed: Seed of the split and of the packing permutation.
+        reader: The source's reader, which fetches each key's bytes in the packing workers (pickled into
+            them). ``None``: the keys are paths relative to ``root`` (a class-folder tree).
         extra: Recorded in the metadata as it is (source, manifest, quarantine, excluded files).
     """
 
@@ -75,29 +80,31 @@ class PackPlan:
     splits: dict[str, Pairs]
     fingerprint: str
     seed: int
+    reader: Source | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def pack_order(pairs: Pairs, seed: int, split: str) -> list[tuple[int, str, int]]:
-    """``(position, relative path, label)`` of a split in its packing permutation."""
+    """``(position, key, label)`` of a split in its packing permutation."""
     generator = torch.Generator().manual_seed(derive_seed(seed, "pack", split))
     order = torch.randperm(len(pairs), generator=generator).tolist()
     return [(position, *pairs[source]) for position, source in enumerate(order)]
 
 
-class _ReadFile:
-    """litdata's per-sample function: read one file's bytes (in a packing worker) and count it."""
+class _ReadSample:
+    """litdata's per-sample function: read one sample's bytes through the source's reader (in a packing
+    worker) and count it."""
 
-    def __init__(self, root: str, counter: Any) -> None:
-        self.root = root
+    def __init__(self, reader: Source, counter: Any) -> None:
+        self.reader = reader
         self.counter = counter
 
     def __call__(self, item: tuple[int, str, int]) -> dict[str, Any]:
-        position, relative, label = item
-        data = Path(self.root, relative).read_bytes()
+        position, key, label = item
+        data = self.reader.read_bytes(key)
         with self.counter.get_lock():
             self.counter.value += 1
-        return {"data": data, "label": int(label), "index": int(position), "key": relative}
+        return {"data": data, "label": int(label), "index": int(position), "key": key}
 
 
 @dataclass
@@ -202,7 +209,7 @@ class _Bar:
     def __init__(self, total: int, enabled: bool, counter: Any) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, unit="file", desc="stoker pack", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=total, unit="sample", desc="stoker pack", disable=not enabled, dynamic_ncols=True)
         self.counter, self.base = counter, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -229,7 +236,7 @@ class _Bar:
         self.bar.close()
 
 
-def _optimize_part(items: list[tuple[int, str, int]], reader: _ReadFile, output: str, *, first: bool,
+def _optimize_part(items: list[tuple[int, str, int]], reader: _ReadSample, output: str, *, first: bool,
                    num_workers: int, chunk_bytes: str, chunk_size: int | None, start_method: str) -> None:
     from litdata import optimize
 
@@ -281,7 +288,7 @@ def write_shard_set(plan: PackPlan, out: str, *, num_workers: int, chunk_bytes: 
 
     start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     counter = multiprocessing.get_context(start_method).Value("q", 0)
-    reader = _ReadFile(plan.root, counter)
+    reader = _ReadSample(plan.reader or FolderSource(plan.root, media_for(plan.media)), counter)
     bar = _Bar(sum(len(p) for p in plan.splits.values()), progress, counter)
     try:
         with _private_litdata_caches():
@@ -299,7 +306,7 @@ def write_shard_set(plan: PackPlan, out: str, *, num_workers: int, chunk_bytes: 
     return meta
 
 
-def _pack_split(plan: PackPlan, split: str, out: str, state: _Progress, reader: _ReadFile, bar: _Bar, *,
+def _pack_split(plan: PackPlan, split: str, out: str, state: _Progress, reader: _ReadSample, bar: _Bar, *,
                 num_workers: int, chunk_bytes: str, chunk_size: int | None, part_size: int, start_method: str,
                 storage_options: dict[str, Any] | None) -> None:
     pairs = plan.splits.get(split) or []

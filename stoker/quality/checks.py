@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from itertools import combinations
 from typing import Any
 
 import numpy as np
 
 from stoker.quality.near_index import near_pairs
 from stoker.quality.phash import THUMB_SIDE, matching_pairs
-from stoker.quality.sources import Record
+from stoker.quality.sources import Record, label_names, label_text
 
 PROBLEMS: tuple[str, ...] = (
     "corrupt", "exact_duplicates", "near_duplicates", "leakage", "label_conflicts", "outliers", "missing",
@@ -45,6 +46,7 @@ NEAR_MAX_DIFFERENCE = 0.1
 # The default of `stoker scan --near-min-detail`, which is deprecated and ignored: the detail gate it set
 # was replaced by confirming every candidate pair on thumbnails (issue 20). None: not given.
 NEAR_MIN_DETAIL: float | None = None
+COOCCURRENCE_PAIRS = 20  # the most frequent label pairs a multi-label scan lists
 
 
 def parse_problems(text: str | None) -> list[str]:
@@ -209,11 +211,13 @@ def _outliers(usable: list[Record], kind: str) -> list[dict[str, Any]]:
 
 
 def _class_counts(records: list[Record]) -> dict[str, dict[str, int]]:
+    # A multi-label sample counts once for each of its classes: the counts are positives per class.
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for r in records:
-        if r.error is None and r.label is not None and "text" not in r.missing:
-            counts[r.split][r.label] += 1
-            counts["total"][r.label] += 1
+        if r.error is None and "text" not in r.missing:
+            for name in label_names(r.label):
+                counts[r.split][name] += 1
+                counts["total"][name] += 1
     order = {"train": 0, "val": 1, "test": 2, "total": 9}
     return {split: dict(sorted(counts[split].items())) for split in sorted(counts, key=lambda s: (order.get(s, 5), s))}
 
@@ -235,13 +239,40 @@ def _channel_stats(records: list[Record]) -> tuple[list[float], list[float]] | N
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in np.sqrt(var)]
 
 
-def analyze(records: list[Record], *, kind: str, near_threshold: int = NEAR_THRESHOLD,
+def _label_sets(usable: list[Record], class_names: list[str], counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """What a multi-label dataset adds: which classes go together, which have no positive, labels per sample.
+
+    A class with no positive in a split has no defined recall or AUC there; pairs that always co-occur
+    may be one concept labelled twice.
+    """
+    pairs: Counter[tuple[str, str]] = Counter()
+    sizes: Counter[int] = Counter()
+    for record in usable:
+        names = sorted(set(label_names(record.label)))
+        sizes[len(names)] += 1
+        pairs.update(combinations(names, 2))
+    frequent = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:COOCCURRENCE_PAIRS]
+    total = sum(sizes.values())
+    return {
+        "label_cooccurrence": [{"classes": list(pair), "count": count} for pair, count in frequent],
+        "classes_without_positives": {split: [name for name in class_names if not per_class.get(name)]
+                                      for split, per_class in counts.items() if split != "excluded"},
+        "labels_per_sample": {"mean": round(sum(n * c for n, c in sizes.items()) / total, 3) if total else None,
+                              "counts": {str(n): c for n, c in sorted(sizes.items())}},
+    }
+
+
+def analyze(records: list[Record], *, kind: str, multi_label: bool = False, near_threshold: int = NEAR_THRESHOLD,
             near_max_difference: float = NEAR_MAX_DIFFERENCE, notes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every check of ``stoker scan`` on the records of one dataset, as a JSON-ready dict.
 
     Args:
         records: One per sample (see :mod:`stoker.quality.sources`).
         kind: ``"image"``, ``"audio"`` or ``"text"``.
+        multi_label: Labels are sets of classes: class counts are positives per class, label conflicts are
+            identical contents with different label sets, and the result adds the most frequent label pairs
+            (``label_cooccurrence``), the classes with no positive per split (``classes_without_positives``)
+            and the number of labels per sample.
         near_threshold: Largest perceptual-hash distance (bits of 64) of a candidate near-duplicate pair.
         near_max_difference: Largest :func:`~stoker.quality.phash.thumbnail_difference` of a candidate
             pair still confirmed as a near duplicate (``math.inf`` takes the hash's word alone).
@@ -275,8 +306,11 @@ def analyze(records: list[Record], *, kind: str, near_threshold: int = NEAR_THRE
         "outliers": _outliers(usable, kind),
         "missing": sorted(missing, key=lambda m: m["path"]),
         "near_duplicate_threshold": near_threshold,
+        "multi_label": multi_label,
         "notes": notes,
     }
+    if multi_label:
+        result.update(_label_sets([r for r in usable if r.split != "excluded"], class_names, counts))
     if kind == "image":
         result["near_duplicate_max_difference"] = near_max_difference
         result.update(near_counts)
@@ -315,7 +349,7 @@ def quarantine_entries(result: dict[str, Any], include: list[str]) -> list[dict[
         out.update({p["other"]: f"leakage: same content as {p['train']}" for p in result["leakage"]})
     if "label_conflicts" in include:
         for group in result["label_conflicts"]:
-            labels = sorted({str(m["label"]) for m in group})
+            labels = sorted({label_text(m["label"]) for m in group})
             out.update({m["path"]: f"label conflict: same content labelled {labels}" for m in group})
     if "exact_duplicates" in include:
         for group in result["exact_duplicates"]:

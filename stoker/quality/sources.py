@@ -1,8 +1,13 @@
-"""Reading image folders, audio folders and text tables into per-sample records for ``stoker scan``.
+"""Reading a source's samples (images, audio) and text tables into per-sample records for ``stoker scan``.
 
-Each sample becomes a :class:`Record`: where it lives, its split and label, a content hash, a
-near-duplicate key and the properties that outlier checks look at. Files are read in parallel
-threads (decoding and hashing release the GIL). The analysis lives in :mod:`stoker.quality.checks`.
+Each sample becomes a :class:`Record`: its key, split and label, a content hash, a near-duplicate
+key and the properties that outlier checks look at. Images and audio are read through the
+DataModules' own source readers (:mod:`stoker.data.sources`): one function per media reads one
+sample's bytes with :meth:`~stoker.data.sources.Source.read_bytes`, whatever stores it (a class
+folder, a table of files, a Hugging Face dataset, WebDataset tars), so a record's ``path`` is the
+key the DataModules use, and a quarantine list written from it leaves out what it names. Samples
+are read in parallel threads (decoding and hashing release the GIL). The analysis lives in
+:mod:`stoker.quality.checks`.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from stoker._imports import require
-from stoker.data.folder import SPLIT_DIRS, index_folder
+from stoker.data.folder import SPLIT_DIRS
 from stoker.data.hf import FILE_BUILDERS
-from stoker.data.media import AUDIO, IMAGE, Media, is_skipped_file
+from stoker.data.media import AUDIO, IMAGE
+from stoker.data.sources import FolderSource, LabelMap, Source, SourceIndex
 from stoker.io.audio import AudioDecodeError, audio_problem, read_audio
 from stoker.io.image import ImageDecodeError, decode_image_bytes
 from stoker.quality.phash import image_phash, image_thumbnail, luma, normalize_text
@@ -29,6 +36,9 @@ from stoker.quality.phash import image_phash, image_thumbnail, luma, normalize_t
 # Tables with a label column: what the text DataModule reads, but plain .txt (no columns).
 TEXT_EXTENSIONS: frozenset[str] = frozenset(FILE_BUILDERS) - {".txt"}
 Progress = Callable[[int, int], None]
+# A record's label: a class name, the sorted class names of a multi-label sample, or None (missing).
+RecordLabel = str | tuple[str, ...] | None
+SplitOf = Callable[[str, str, str], str]
 
 
 @dataclass
@@ -36,12 +46,13 @@ class Record:
     """One sample as the scan sees it.
 
     Attributes:
-        path: Path relative to the dataset root, or ``file#row`` for a text table.
+        path: The sample's key (a path relative to the dataset root or table, ``<split>#<row>`` of a
+            Hugging Face dataset, ``<tar>#<sample>`` of a WebDataset tar), or ``file#row`` for a text table.
         split: ``train``, ``val``, ``test`` or ``all`` (no split known).
-        label: Class name (``None`` when missing).
-        sha: SHA-256 of the content (file bytes, or the text); ``None`` when unreadable.
+        label: Class name; for a multi-label sample the sorted tuple of its class names; ``None`` when missing.
+        sha: SHA-256 of the content (the sample's bytes, or the text); ``None`` when unreadable.
         near: Near-duplicate key: a 64-bit perceptual hash (images) or normalised text.
-        error: Why the sample cannot be used (corrupt, unreadable).
+        error: Why the sample cannot be used (corrupt, unreadable, a label outside the classes).
         missing: Fields that are missing or empty (``"text"``, ``"label"``, ``"audio"``).
         props: Outlier inputs: width/height/mode, duration/sample_rate/channels, or length.
         thumbnail: For images, the 16x16 gray thumbnail that confirms a near duplicate the hash proposes
@@ -51,7 +62,7 @@ class Record:
 
     path: str
     split: str
-    label: str | None
+    label: RecordLabel
     sha: str | None = None
     near: int | str | None = None
     error: str | None = None
@@ -61,25 +72,18 @@ class Record:
     pixel_sums: tuple[np.ndarray, np.ndarray, int] | None = None
 
 
-def detect_kind(path: str | os.PathLike[str]) -> str:
-    """``"text"`` for a table file or a folder of tables, ``"audio"`` or ``"image"`` for a class-folder tree.
+def label_names(label: RecordLabel) -> tuple[str, ...]:
+    """The class names a record's label holds (none when missing, one for a single label)."""
+    if label is None:
+        return ()
+    return label if isinstance(label, tuple) else (label,)
 
-    Raises:
-        FileNotFoundError: When ``path`` does not exist.
-    """
-    target = Path(path)
-    if not target.exists():
-        raise FileNotFoundError(f"scan path {str(target)!r} does not exist")
-    if target.is_file():
-        return "text"
-    suffixes = [Path(name).suffix.lower() for _, _, names in os.walk(target) for name in names
-                if not is_skipped_file(name)]
-    votes = {
-        "image": sum(1 for s in suffixes if s in IMAGE.extensions),
-        "audio": sum(1 for s in suffixes if s in AUDIO.extensions),
-        "text": sum(1 for s in suffixes if s in TEXT_EXTENSIONS),
-    }
-    return max(votes, key=lambda kind: votes[kind])
+
+def label_text(label: Any) -> str:
+    """A label for messages and manifests: multi-label names joined by ``;`` (as the tables write them)."""
+    if isinstance(label, list | tuple):
+        return ";".join(str(name) for name in label)
+    return "" if label is None else str(label)
 
 
 def parallel_map(function: Callable[[Any], Record], items: list[Any], num_workers: int,
@@ -94,18 +98,26 @@ def parallel_map(function: Callable[[Any], Record], items: list[Any], num_worker
     return out
 
 
-# ----------------------------------------------------------------------------- images
-def image_record(root: Path, relative: str, split: str, label: str | None) -> Record:
-    """Hash, decode (with the DataModules' decoder), measure, perceptually hash and thumbnail one image file."""
-    record = Record(relative, split, label)
+def _read(source: Source, record: Record) -> bytes | None:
+    """The sample's bytes, with its hash recorded; ``None`` (and the reason in ``record.error``) when unreadable."""
     try:
-        data = (root / relative).read_bytes()
+        data = source.read_bytes(record.path)
     except OSError as err:
         record.error = f"unreadable file ({err.strerror or err})"
-        return record
+        return None
     record.sha = hashlib.sha256(data).hexdigest()
+    return data
+
+
+# ----------------------------------------------------------------------------- images
+def image_record(source: Source, key: str, split: str, label: RecordLabel) -> Record:
+    """Hash, decode (with the DataModules' decoder), measure, perceptually hash and thumbnail one image sample."""
+    record = Record(key, split, label)
+    data = _read(source, record)
+    if data is None:
+        return record
     try:
-        image = decode_image_bytes(data, relative)
+        image = decode_image_bytes(data, source.name_of(key))
     except ImageDecodeError as err:
         record.error = err.reason
         return record
@@ -128,52 +140,17 @@ def _pil_mode(data: bytes) -> str:
         return "unknown"
 
 
-def scan_image_folder(root: str | os.PathLike[str], *, split_of: Callable[[str, str, str], str] | None = None,
-                      num_workers: int = 4, progress: Progress | None = None) -> tuple[list[Record], dict[str, Any]]:
-    """Records of every image under an image-folder tree, plus what the index noticed.
-
-    Args:
-        root: ``root/<class>/…`` or ``root/train|val|test/<class>/…``.
-        split_of: ``(relative path, class name, folder split) -> split``; overrides the folder split
-            (a manifest, or a seeded split of a single-folder tree).
-        num_workers: Reader threads.
-        progress: Called with ``(done, total)``.
-    """
-    return _scan_folder(root, IMAGE, image_record, split_of=split_of, num_workers=num_workers, progress=progress)
-
-
-def _scan_folder(root: str | os.PathLike[str], media: Media, record_of: Callable[[Path, str, str, str | None], Record],
-                 *, split_of: Callable[[str, str, str], str] | None, num_workers: int,
-                 progress: Progress | None) -> tuple[list[Record], dict[str, Any]]:
-    """Index a class-folder tree with the DataModules' own indexer and read every sample into a record."""
-    index = index_folder(root, media=media)
-    items: list[tuple[str, str, str]] = []
-    for split, pairs in index.files.items():
-        for relative, label in pairs:
-            name = index.class_names[label]
-            items.append((relative, name, split_of(relative, name, split) if split_of else split))
-    records = parallel_map(lambda item: record_of(index.root, item[0], item[2], item[1]), items,
-                           num_workers, progress)
-    notes = {"empty_classes": index.empty_classes, "ignored_files": index.ignored, "class_names": index.class_names,
-             "skipped": index.skipped}
-    return records, notes
-
-
 # ----------------------------------------------------------------------------- audio
-def audio_record(root: Path, relative: str, split: str, label: str | None) -> Record:
-    """Hash, fully decode (with the DataModules' decoder) and measure one audio file."""
-    record = Record(relative, split, label)
-    path = root / relative
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        record.error = f"unreadable file ({err.strerror or err})"
+def audio_record(source: Source, key: str, split: str, label: RecordLabel) -> Record:
+    """Hash, fully decode (with the DataModules' decoder) and measure one audio sample."""
+    record = Record(key, split, label)
+    data = _read(source, record)
+    if data is None:
         return record
-    record.sha = hashlib.sha256(data).hexdigest()
-    require("audio", "stoker scan of an audio folder")
+    require("audio", "stoker scan of audio")
     try:
         # Reading every frame is what finds a file truncated after a valid header.
-        waveform, rate = read_audio(path)
+        waveform, rate = _decode_audio(source, key, data)
     except AudioDecodeError as err:
         record.error = err.reason
         return record
@@ -188,10 +165,79 @@ def audio_record(root: Path, relative: str, split: str, label: str | None) -> Re
     return record
 
 
-def scan_audio_folder(root: str | os.PathLike[str], *, split_of: Callable[[str, str, str], str] | None = None,
-                      num_workers: int = 4, progress: Progress | None = None) -> tuple[list[Record], dict[str, Any]]:
+def _decode_audio(source: Source, key: str, data: bytes) -> Any:
+    path = source.local_path(key)
+    if path is not None:
+        return read_audio(path)
+    # Stored inside a table or a tar: the bytes go through the file decoder (soundfile, then TorchCodec
+    # for what libsndfile cannot read), so a stored recording is judged exactly as the same file would be.
+    with tempfile.TemporaryDirectory(prefix="stoker-scan-") as folder:
+        suffix = Path(key).suffix.lower()
+        target = Path(folder) / ("sample" + (suffix if suffix in AUDIO.extensions else ""))
+        target.write_bytes(data)
+        try:
+            return read_audio(target)
+        except AudioDecodeError as err:  # the reason names the sample, not the temporary file
+            raise AudioDecodeError(source.name_of(key), err.reason.replace(str(target), source.name_of(key))) from err
+
+
+RECORD_READERS: dict[str, Callable[[Source, str, str, RecordLabel], Record]] = {
+    "image": image_record,
+    "audio": audio_record,
+}
+
+
+# ----------------------------------------------------------------------------- any source
+def read_source(source: Source, *, index: SourceIndex | None = None, split_of: SplitOf | None = None,
+                num_workers: int = 4, progress: Progress | None = None) -> tuple[list[Record], dict[str, Any]]:
+    """Records of every sample of a source, read through its reader, plus what its index noticed.
+
+    Samples the index refused (a missing or unknown label, a tar sample without media) become records
+    too, in the split ``excluded``, so the scan names them: a missing label or path under ``missing``,
+    any other reason as unusable.
+
+    Args:
+        source: A reader (:func:`stoker.data.sources.open_source`, or a DataModule's ``reader``).
+        index: Its index (default: ``source.index()``).
+        split_of: ``(key, class name(s), source split) -> split``; overrides the source's split (a manifest,
+            a seeded split of a source without splits, or a DataModule's actual split).
+        num_workers: Reader threads.
+        progress: Called with ``(done, total)``.
+    """
+    index = index if index is not None else source.index()
+    labels = LabelMap(index.class_names)  # name_of joins a multi-label tuple's names whatever the flag
+    items: list[tuple[str, str, RecordLabel]] = []
+    for split, pairs in index.files.items():
+        for key, label in pairs:
+            name: RecordLabel = (tuple(index.class_names[i] for i in label) if isinstance(label, tuple)
+                                 else index.class_names[label])
+            items.append((key, split_of(key, labels.name_of(label), split) if split_of else split, name))
+    record_of = RECORD_READERS[source.media.name]
+    records = parallel_map(lambda item: record_of(source, *item), items, num_workers, progress)
+    for key, reason in index.bad.items():
+        record = Record(key, "excluded", None)  # the DataModules leave these out of every split
+        if reason.startswith("missing "):
+            record.missing.append(reason.removeprefix("missing "))
+        else:
+            record.error = reason
+        records.append(record)
+    notes = {"empty_classes": index.empty_classes, "ignored_files": index.ignored, "class_names": index.class_names,
+             "skipped": index.skipped, "source_notes": index.notes}
+    return records, notes
+
+
+def scan_image_folder(root: str | os.PathLike[str], *, split_of: SplitOf | None = None, num_workers: int = 4,
+                      progress: Progress | None = None) -> tuple[list[Record], dict[str, Any]]:
+    """Records of every image under ``root/<class>/…`` or ``root/train|val|test/<class>/…`` (:func:`read_source`)."""
+    return read_source(FolderSource(os.fspath(root), IMAGE), split_of=split_of, num_workers=num_workers,
+                       progress=progress)
+
+
+def scan_audio_folder(root: str | os.PathLike[str], *, split_of: SplitOf | None = None, num_workers: int = 4,
+                      progress: Progress | None = None) -> tuple[list[Record], dict[str, Any]]:
     """Records of every audio file under ``root/<class>/…`` or ``root/train|val|test/<class>/…``."""
-    return _scan_folder(root, AUDIO, audio_record, split_of=split_of, num_workers=num_workers, progress=progress)
+    return read_source(FolderSource(os.fspath(root), AUDIO), split_of=split_of, num_workers=num_workers,
+                       progress=progress)
 
 
 # ----------------------------------------------------------------------------- text
@@ -238,7 +284,7 @@ def _split_of_name(stem: str) -> str | None:
 
 
 def scan_text(path: str | os.PathLike[str], *, text_column: str = "text", label_column: str | None = "label",
-              split_of: Callable[[str, str, str], str] | None = None) -> tuple[list[Record], dict[str, Any]]:
+              split_of: SplitOf | None = None) -> tuple[list[Record], dict[str, Any]]:
     """Records of every row of one or more tables with a text column (and a label column).
 
     Raises:
@@ -261,7 +307,7 @@ def scan_text(path: str | os.PathLike[str], *, text_column: str = "text", label_
 
 
 def _text_record(key: str, split: str, text: Any, label: Any, labelled: bool,
-                 split_of: Callable[[str, str, str], str] | None) -> Record:
+                 split_of: SplitOf | None) -> Record:
     label_name = None if _is_missing(label) else str(label)
     record = Record(key, split, label_name)
     if labelled and label_name is None:

@@ -71,8 +71,9 @@ def _packing(packing: dict[str, Any]) -> list[str]:
 
 def _files(report: dict[str, Any]) -> list[str]:
     files = report["files"]
-    lines = [f"- Source: `{files['source']}`"] + ([f"- Classes: {', '.join(files['classes'])}"] if files["classes"]
-                                                 else [])
+    kind = f" ({files['source_kind']})" if files.get("source_kind") else ""
+    lines = [f"- Source: `{files['source']}`{kind}"]
+    lines += [f"- Classes: {', '.join(files['classes'])}"] if files["classes"] else []
     if files.get("extensions"):
         lines.append("- File types: " + ", ".join(f"{ext} {n}" for ext, n in files["extensions"].items()))
     for key in ("manifest", "quarantine", "fingerprint", "tokenizer"):

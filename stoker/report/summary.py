@@ -36,20 +36,26 @@ def batch_format(batch: Any) -> str:
     return type(batch).__name__
 
 
+def _class_indices(label: Any) -> list[int]:
+    """The classes of one label: one index, or each index of a multi-label tuple (a positive per class)."""
+    return [int(y) for y in label] if isinstance(label, tuple | list) else [int(label)]
+
+
 def split_class_counts(datamodule: Any) -> dict[str, dict[str, int]]:
-    """``{split: {class: count}}`` from ``splits`` (folder DataModules) or ``train_labels()``; ``{}`` without classes
-    (a language-model corpus)."""
+    """``{split: {class: count}}`` from ``splits`` (media DataModules, any source) or ``train_labels()``; ``{}``
+    without classes (a language-model corpus). A multi-label sample counts once for each of its classes."""
     if not getattr(datamodule, "num_classes", None):
         return {}
     names = list(datamodule.class_names or [])
     splits = getattr(datamodule, "splits", None)
     counts: dict[str, Counter[int]] = {}
     if isinstance(splits, dict) and splits:
-        counts = {split: Counter(int(item[1]) for item in items) for split, items in splits.items() if items}
+        counts = {split: Counter(y for item in items for y in _class_indices(item[1]))
+                  for split, items in splits.items() if items}
     else:
         labels = datamodule.train_labels()
         if labels is not None:
-            counts = {"train": Counter(int(y) for y in labels)}
+            counts = {"train": Counter(y for label in labels for y in _class_indices(label))}
         counts.update(_label_columns(datamodule))
     return {split: {names[y] if y < len(names) else str(y): n for y, n in sorted(c.items())}
             for split, c in counts.items()}
@@ -94,19 +100,23 @@ def dataset_statistics(datamodule: Any, info: dict[str, Any], first_batch: Any) 
 
 
 def files_section(datamodule: Any, info: dict[str, Any], per_class: int = 3) -> dict[str, Any]:
-    """Where the data lives, its file types and a few example files per class."""
-    source = info.get("root") or info.get("dataset")
-    out: dict[str, Any] = {"source": str(source) if source is not None else None,
+    """Where the data lives (the source and its kind), its file types and a few example samples (keys) per class."""
+    source = info.get("source") or info.get("root") or info.get("dataset")
+    out: dict[str, Any] = {"source": (source if isinstance(source, str) else ",".join(source)) if source else None,
+                           "source_kind": info.get("source_kind"),
                            "classes": list(getattr(datamodule, "class_names", None) or [])}
     splits = getattr(datamodule, "splits", None)
     if isinstance(splits, dict):
-        paths = [str(item[0]) for items in splits.values() for item in items]
-        out["extensions"] = dict(Counter(Path(p).suffix.lower() or "(none)" for p in paths).most_common())
+        keys = [str(item[0]) for items in splits.values() for item in items]
+        reader = getattr(datamodule, "reader", None)
+        if reader is None or getattr(reader, "local_files", False):  # keys of stored samples have no suffix
+            out["extensions"] = dict(Counter(Path(k).suffix.lower() or "(none)" for k in keys).most_common())
         examples: dict[str, list[str]] = {}
         for item in splits.get("train", []):
-            name = out["classes"][int(item[1])]
-            if len(examples.setdefault(name, [])) < per_class:
-                examples[name].append(str(item[0]))
+            for y in _class_indices(item[1]):
+                name = out["classes"][y]
+                if len(examples.setdefault(name, [])) < per_class:
+                    examples[name].append(str(item[0]))
         out["examples"] = examples
     for key in ("manifest", "quarantine", "fingerprint", "tokenizer"):
         value = info.get(key, getattr(datamodule, key, None))
@@ -141,9 +151,10 @@ def quality_section(datamodule: Any, info: dict[str, Any], stats: dict[str, Any]
     """Issues found by the scan, cleaning the DataModule performed, and recommendations."""
     args = datamodule_scan_args(datamodule)
     scan = scan_dataset(**args, num_workers=min(8, available_cores())) if args else None
-    cleaning = [f"excluded {len(info['bad_files'])} undecodable file(s)"] if info.get("bad_files") else []
+    unit = f"{getattr(datamodule, 'unit', 'file')}(s)"
+    cleaning = [f"excluded {len(info['bad_files'])} unusable {unit}"] if info.get("bad_files") else []
     if info.get("quarantined"):
-        cleaning.append(f"left out {len(info['quarantined'])} quarantined file(s)")
+        cleaning.append(f"left out {len(info['quarantined'])} quarantined {unit}")
     if info.get("skipped"):
         cleaning.append(f"skipped {info['skipped']} hidden or tool folder(s) and file(s) (.ipynb_checkpoints, "
                         "__MACOSX, AppleDouble ._ files) that hold no data")
@@ -168,7 +179,11 @@ def quality_section(datamodule: Any, info: dict[str, Any], stats: dict[str, Any]
         if summary["exact_duplicates"]:
             recs.append(f"{summary['exact_duplicates']} group(s) of exact duplicates weigh those samples twice")
         if summary["corrupt"] and not info.get("bad_files"):
-            recs.append(f"{summary['corrupt']} corrupt file(s): quarantine or fix them")
+            recs.append(f"{summary['corrupt']} corrupt sample(s): quarantine or fix them")
+        without = (scan.get("classes_without_positives") or {}).get("train") or []
+        if without:
+            recs.append(f"{len(without)} class(es) have no positive training sample ({', '.join(without[:5])}): the "
+                        "model cannot learn them")
         if summary["outliers"]:
             recs.append(f"{summary['outliers']} outlier(s) (size, aspect, mode, duration or length): check them")
         measured = scan.get("mean")
@@ -177,11 +192,15 @@ def quality_section(datamodule: Any, info: dict[str, Any], stats: dict[str, Any]
             recs.append(f"the data's channel mean {measured} / std {scan['std']} differ from the configured "
                         f"mean {list(configured)}: pass them as mean/std unless a pretrained model expects its own")
     ratio = stats.get("imbalance_ratio")
-    if ratio and ratio > 3:
+    if ratio and ratio > 3 and getattr(datamodule, "multi_label", False):
+        recs.append(f"classes are imbalanced {ratio:.1f}:1 (positives per class): consider per-class positive "
+                    "weights in the loss (BCEWithLogitsLoss pos_weight)")
+    elif ratio and ratio > 3:
         recs.append(f"classes are imbalanced {ratio:.1f}:1: consider stoker's ImbalancedDataModule or class weights")
     return {
         "scan": {k: scan[k] for k in ("summary", "corrupt", "exact_duplicates", "near_duplicates", "leakage",
-                                      "label_conflicts", "outliers", "missing", "mean", "std", "notes") if k in scan}
+                                      "label_conflicts", "outliers", "missing", "mean", "std", "notes", "multi_label",
+                                      "label_cooccurrence", "classes_without_positives") if k in scan}
         if scan else None,
         "scanned": scan is not None,
         "scan_splits": {"source": scan["split_source"], "sizes": scan["splits"]} if scan else None,
@@ -216,7 +235,7 @@ def summary_paragraph(report: dict[str, Any]) -> str:
             f"{stats['data_format']['batch']}, built by {len(report['preprocessing']['steps'])} steps with "
             f"{len(report['augmentations'])} augmentation(s). The loader alone delivers "
             f"{load['samples_per_s']:.0f} samples/s with {load['num_workers']} worker(s) on {load['cores']} cores. "
-            f"Data quality: {found if quality['scanned'] else 'not scanned (no local files)'}.")
+            f"Data quality: {found if quality['scanned'] else 'not scanned (no per-sample reader)'}.")
 
 
 def build_report(datamodule: Any, *, callbacks: list[Any] | None = None, recipe: str | None = None,

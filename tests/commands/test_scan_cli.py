@@ -70,3 +70,26 @@ def test_scan_path_form_and_bad_arguments(recipes: tuple[Path, Path, Path],
     assert "no_such_option" in capsys.readouterr().err
     assert scan_main(["--config", str(base.with_name("missing.yaml"))]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_recipe_form_scans_a_hugging_face_source_through_the_module_reader(tmp_path: Path) -> None:
+    from tests.quality.test_scan_sources import leaky_records
+    from tests.sources_fixtures import write_saved
+
+    saved = write_saved(tmp_path / "saved", leaky_records())
+    recipe = tmp_path / "hf.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "trainer": {"accelerator": "cpu", "logger": False},
+        "model": {"class_path": "stoker.models.ImageClassifier", "init_args": {"model_name": "resnet10t"}},
+        "data": {"class_path": "stoker.datamodules.ImageDataModule",
+                 "init_args": {"source": str(saved), "num_workers": 0, "image_size": 16}},
+    }))
+    out, quarantine = tmp_path / "scan.json", tmp_path / "q.json"
+    assert scan_main(["--config", str(recipe), "--json", str(out), "--quarantine", str(quarantine),
+                      "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["source_kind"] == "hf" and result["split_source"] == "DataModule"
+    assert result["splits"] == {"test": 6, "train": 18, "val": 6}
+    assert [(p["train"], p["other"]) for p in result["leakage"]] == [("train#6", "validation#2")]
+    assert json.loads(quarantine.read_text())["quarantine"] == [
+        {"path": "validation#2", "reason": "leakage: same content as train#6"}]

