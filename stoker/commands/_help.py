@@ -32,7 +32,7 @@ DATA_SUMMARIES: dict[str, str] = {
             "conflicts, outliers.",
     "split": "Write a deterministic, stratified train/val/test split as a manifest with a fingerprint.",
     "report": "Write a recipe's Data Pipeline Summary: loader speed, data quality and plots (Markdown, JSON, PNG).",
-    "pack": "Pack an image or audio class-folder tree into litdata shard sets for streaming.",
+    "pack": "Pack any image or audio source (folder, table, Hugging Face dataset, tars) into litdata shard sets.",
     "profile": "Measure a recipe's speed of light and tune its loader's num_workers and prefetch depth.",
     "compare": "Compare the settings and measured figures of two runs (their stoker_summary.json files).",
 }

@@ -106,16 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_bar(disabled: bool) -> Any:
-    from tqdm import tqdm
+    """stoker's one kind of progress (a bar on a terminal, periodic lines in logs), or none with --no-progress."""
+    from stoker.data.progress import Progress
 
-    bar = tqdm(total=0, unit="file", desc="scanning", file=sys.stderr, disable=disabled)
-
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)  # update() redraws at most every mininterval, unlike refresh()
-
-    return bar, update
+    progress = Progress("scanning", "stoker scan reads every sample once", enabled=not disabled)
+    return progress, progress
 
 
 def recipe_target(cli: Any) -> dict[str, Any]:

@@ -204,12 +204,18 @@ def _private_litdata_caches() -> Iterator[None]:
 
 
 class _Bar:
-    """A tqdm bar fed from the packing workers' shared counter (optimize blocks the calling thread)."""
+    """stoker's :class:`~stoker.data.progress.Progress` fed from the packing workers' shared counter.
+
+    ``optimize`` blocks the calling thread, so a thread polls the counter; on a terminal that is a bar
+    with the rate and time left, in logs a line every ten seconds.
+    """
 
     def __init__(self, total: int, enabled: bool, counter: Any) -> None:
-        from tqdm.auto import tqdm
+        from stoker.data.progress import Progress
 
-        self.bar = tqdm(total=total, unit="sample", desc="stoker pack", disable=not enabled, dynamic_ncols=True)
+        self.total = total
+        self.progress = Progress("packing samples into shards", "`stoker pack --resume` continues an interrupted "
+                                 "pack", unit="sample", enabled=enabled)
         self.counter, self.base = counter, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -217,23 +223,21 @@ class _Bar:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.25):
-            self.bar.n = self.base + int(self.counter.value)
-            self.bar.refresh()
+            self.progress(self.base + int(self.counter.value), self.total)
 
     def start(self, split: str) -> None:
-        self.bar.set_description(f"stoker pack ({split})")
+        self.progress.what = f"packing the {split} split into shards"
 
     def advance(self, count: int) -> None:
         self.base += count
         with self.counter.get_lock():
             self.counter.value = 0
-        self.bar.n = self.base
-        self.bar.refresh()
+        self.progress(self.base, self.total)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.bar.close()
+        self.progress.close()
 
 
 def _optimize_part(items: list[tuple[int, str, int]], reader: _ReadSample, output: str, *, first: bool,
