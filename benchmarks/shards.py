@@ -121,8 +121,8 @@ def _litdata_loader(source: Path, workers: int) -> Callable[[], list[float]]:
     from litdata import StreamingDataLoader, StreamingDataset
 
     from stoker.data.file_dataset import SkippingCollate
-    from stoker.data.shard_items import ImageItems, SampleLocator
-    from stoker.data.shards import read_split_chunks
+    from stoker.data.sources.shards.items import ImageItems, SampleLocator
+    from stoker.data.sources.shards.meta import read_split_chunks
     from stoker.transforms.image import train_transform
 
     def run() -> list[float]:

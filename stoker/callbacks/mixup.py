@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from stoker.data.seeds import derive_seed
+from stoker.seeds import derive_seed
 from stoker.transforms.mixup import MixMode, MixParams, MixSettings, mix_batch
 
 
@@ -32,7 +32,7 @@ class MixUpCutMix(Callback):
 
     Randomness: every rank has its own stream, seeded from ``(seed, rank)``. The random numbers
     of draw ``k`` come from a CPU ``torch.Generator`` seeded with
-    ``stoker.data.seeds.derive_seed(seed, "mixup", rank, k)``, so the
+    ``stoker.seeds.derive_seed(seed, "mixup", rank, k)``, so the
     stream's whole state is the counter ``k``; :meth:`state_dict` saves it, and because every
     rank has drawn the same number of batches, the one checkpoint written by rank zero resumes
     every rank on its own sequence. The draws are a few dozen host numbers per batch and the

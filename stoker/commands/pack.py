@@ -9,7 +9,7 @@ source brings are kept, and the others are the manifest's (``--manifest``, from 
 carved by the seeded per-class split. Each sample's bytes are then read through the DataModule's
 reader, so the shard set holds the same bytes, labels, keys and data fingerprint as the DataModule
 over the source; each split is shuffled with a seeded permutation and written with litdata's
-``optimize`` (see :mod:`stoker.data.shard_pack`).
+``optimize`` (see :mod:`stoker.data.sources.shards.pack`).
 
 Examples::
 
@@ -28,7 +28,7 @@ from stoker.commands._help import HelpFormatter
 from stoker.commands.scan import add_source_arguments, source_options
 
 if TYPE_CHECKING:  # stoker.data imports torch; `stoker pack --help` answers without it
-    from stoker.data.shard_pack import PackPlan
+    from stoker.data.sources.shards.pack import PackPlan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,8 +94,8 @@ def _source_module(args: argparse.Namespace, kind: str) -> Any:
 
 
 def _plan(args: argparse.Namespace, kind: str) -> PackPlan:
-    from stoker.data.folder import printable
-    from stoker.data.shard_pack import PackPlan
+    from stoker.data.sources.folder_tree import printable
+    from stoker.data.sources.shards.pack import PackPlan
     from stoker.quality.media_source import location_text
 
     dm = _source_module(args, kind)
@@ -120,8 +120,8 @@ def main(argv: list[str]) -> int:
     """Run ``stoker pack``; returns 2 on bad arguments, data or output folders."""
     args = build_parser().parse_args(argv)
     from stoker.data.loader import available_cores
-    from stoker.data.shard_pack import write_shard_set
-    from stoker.data.shards import ShardFormatError
+    from stoker.data.sources.shards.meta import ShardFormatError
+    from stoker.data.sources.shards.pack import write_shard_set
 
     try:
         from stoker._imports import require

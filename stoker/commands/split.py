@@ -59,9 +59,9 @@ def _source_samples(args: argparse.Namespace,
                     kind: str) -> tuple[list[tuple[str, str, str]], dict[str, str], dict[str, str], str]:
     """``(key, class name(s), source split)`` samples, their content hashes, their labels as the manifest
     writes them (``a;b`` for label sets) and the source's kind, read through the DataModules' reader."""
-    from stoker.data.folder import printable
     from stoker.data.sources import LabelMap
     from stoker.data.sources.checks import sample_hashes, source_cache_path
+    from stoker.data.sources.folder_tree import printable
     from stoker.quality.media_source import open_media_source
 
     options = source_options(args)

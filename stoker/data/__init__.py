@@ -1,7 +1,9 @@
-"""Framework-free data plumbing: seeds, the loader policy, folder indexes and file datasets, splits, manifests.
+"""Framework-free data plumbing: the loader policy, datasets over sources, splits, manifests, progress.
 
-``stoker.data.hf`` (Hugging Face loading, tokenizing, collating) and ``stoker.data.streams`` are
-imported where they are used; they are not re-exported here.
+Laid out by what the data is: ``sources/`` holds the readers the media DataModules pick from
+(class folders, tables, Hugging Face datasets, WebDataset tars, and ``sources/shards/`` for stoker shard
+sets), ``text/`` the text tables, tokenization and streams, ``lm/`` language-model packing. Those are
+imported where they are used; the names below are the common ones, resolved on first use.
 """
 
 from stoker._lazy import lazy_namespace
@@ -11,10 +13,10 @@ _EXPORTS: dict[str, str] = {
     "AudioFileDataset": "stoker.data.file_dataset",
     "FileDataset": "stoker.data.file_dataset",
     "ImageFileDataset": "stoker.data.file_dataset",
-    "FolderIndex": "stoker.data.folder",
-    "find_bad_files": "stoker.data.folder",
-    "index_folder": "stoker.data.folder",
-    "read_path_list": "stoker.data.folder",
+    "FolderIndex": "stoker.data.sources.folder_tree",
+    "find_bad_files": "stoker.data.sources.folder_tree",
+    "index_folder": "stoker.data.sources.folder_tree",
+    "read_path_list": "stoker.data.sources.folder_tree",
     "available_cores": "stoker.data.loader",
     "build_loader": "stoker.data.loader",
     "default_num_workers": "stoker.data.loader",
@@ -25,8 +27,8 @@ _EXPORTS: dict[str, str] = {
     "AUDIO": "stoker.data.media",
     "IMAGE": "stoker.data.media",
     "Media": "stoker.data.media",
-    "WorkerSeeding": "stoker.data.seeds",
-    "derive_seed": "stoker.data.seeds",
+    "WorkerSeeding": "stoker.seeds",
+    "derive_seed": "stoker.seeds",
     "SPLITS": "stoker.data.splits",
     "split_folder_files": "stoker.data.splits",
     "stratified_split": "stoker.data.splits",

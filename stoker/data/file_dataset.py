@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from stoker.data.seeds import reseed_worker
+from stoker.seeds import reseed_worker
 from stoker.data.sources.base import Source
 from stoker.data.sources.labels import Label
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip, load_clip_bytes

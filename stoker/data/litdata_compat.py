@@ -8,7 +8,7 @@ run skip the samples as ``on_bad_sample="skip"`` promises.
 
 :func:`checked_item_loader` returns litdata's ``PyTreeLoader`` with ``load_item_from_chunk``
 guarded: samples of chunks known to be damaged (found by
-:func:`stoker.data.shards.check_split` before training) come back at once as a
+:func:`stoker.data.sources.shards.meta.check_split` before training) come back at once as a
 :data:`DAMAGED_KEY` record naming the chunk, and any error reading a sample comes back the same
 way, so the stoker decoders raise or skip it like an undecodable sample. litdata checks that the
 loader's class name equals the ``item_loader`` its index names, so the guard is a subclass with the

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.data.seeds import WorkerSeeding, derive_seed
+from stoker.seeds import WorkerSeeding, derive_seed
 from stoker.samplers.distributed import ResumableDistributedSampler
 
 

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
-from stoker.data.seeds import derive_seed
+from stoker.seeds import derive_seed
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SplitMethod = Literal["quota", "hash"]
@@ -33,7 +33,7 @@ SPLIT_METHODS: tuple[str, ...] = ("quota", "hash")
 
 
 def unit_hash(seed: int, *parts: int | str) -> float:
-    """A uniform number in ``[0, 1)`` from ``derive_seed(seed, *parts)`` (:mod:`stoker.data.seeds`)."""
+    """A uniform number in ``[0, 1)`` from ``derive_seed(seed, *parts)`` (:mod:`stoker.seeds`)."""
     return derive_seed(seed, *parts) / 2**63
 
 

@@ -1,8 +1,8 @@
 """What every stoker training stream keeps the same way: whole-batch shares per worker, the epoch each
 worker reads, where a resumed worker starts, and the settings a resume must match.
 
-The streams (:class:`~stoker.data.streams.FixedLengthStream` for streamed text,
-:class:`~stoker.data.shard_stream.ShardStream` for shard sets) differ in what they read; they share
+The streams (:class:`~stoker.data.text.streams.FixedLengthStream` for streamed text,
+:class:`~stoker.data.sources.shards.stream.ShardStream` for shard sets) differ in what they read; they share
 this bookkeeping, written once:
 
 * **Shares.** A rank yields ``num_batches`` whole batches per epoch, dealt over its loader workers as
@@ -43,7 +43,7 @@ class Claim:
 
 
 class _EpochCounter:
-    """``.value``: the epoch the current worker reads (what :class:`stoker.data.seeds.WorkerSeeding` expects)."""
+    """``.value``: the epoch the current worker reads (what :class:`stoker.seeds.WorkerSeeding` expects)."""
 
     def __init__(self, counts: torch.Tensor) -> None:
         self.counts = counts
@@ -69,7 +69,7 @@ class WorkerShares:
 
     @property
     def epoch_counter(self) -> _EpochCounter:
-        """The worker's epoch in shared memory (for :class:`~stoker.data.seeds.WorkerSeeding`)."""
+        """The worker's epoch in shared memory (for :class:`~stoker.seeds.WorkerSeeding`)."""
         return _EpochCounter(self._next_epoch)
 
     def quota(self, worker: int, workers: int) -> int:

@@ -10,10 +10,10 @@ import torch
 
 from stoker._imports import require
 from stoker.data.file_dataset import AudioFileDataset, BadSamplePolicy
-from stoker.data.folder import read_path_list
 from stoker.data.media import AUDIO
-from stoker.data.shard_items import AudioItems
 from stoker.data.sources import Pairs, Source
+from stoker.data.sources.folder_tree import read_path_list
+from stoker.data.sources.shards.items import AudioItems
 from stoker.datamodules.source import SourceDataModule, Verify
 
 

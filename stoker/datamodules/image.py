@@ -7,8 +7,8 @@ from typing import Any, Literal
 from stoker._imports import require
 from stoker.data.file_dataset import BadSamplePolicy, ImageFileDataset
 from stoker.data.media import IMAGE
-from stoker.data.shard_items import ImageItems, collate_encoded
 from stoker.data.sources import Pairs, Source, SourceIndex
+from stoker.data.sources.shards.items import ImageItems, collate_encoded
 from stoker.datamodules.source import SourceDataModule, Verify
 from stoker.io.dali import check_pipeline_args, dali_unreadable
 from stoker.transforms.image import (
@@ -195,7 +195,7 @@ class ImageDataModule(SourceDataModule):
 
     def shard_items(self, split: str, locator: Any) -> Any:
         if self.decode == "dali":
-            from stoker.data.shard_items import EncodedItems
+            from stoker.data.sources.shards.items import EncodedItems
 
             return EncodedItems(locator, self.on_bad_sample)
         return ImageItems(locator, self.train_transform if split == "train" else self.eval_transform,

@@ -5,7 +5,7 @@
   DALI's threads doing the I/O.
 * Bytes stored in something else (Hugging Face tables, WebDataset tars): the stoker loader reads
   the encoded bytes of each batch (workers only read) and DALI decodes them through an external
-  source (:class:`~stoker.data.shard_dali.ShardDALIBatches`), so order, sharding and resume are the
+  source (:class:`~stoker.data.sources.shards.dali.ShardDALIBatches`), so order, sharding and resume are the
   loader's, as on the CPU path.
 * Stoker shard sets: the same, with the shard stream as the loader.
 
@@ -50,7 +50,7 @@ class EncodedSamples(Dataset):
 
 
 class SourceNamer:
-    """Names a sample of a source in DALI's errors, as :class:`~stoker.data.shard_items.SampleLocator` does."""
+    """Names a sample of a source in DALI's errors, as :class:`~stoker.data.sources.shards.items.SampleLocator` does."""
 
     def __init__(self, source: Source) -> None:
         self.source = source
@@ -128,7 +128,7 @@ def file_batches(dm: Any, split: str, *, rank: int, world_size: int, dali_device
 
 def encoded_batches(dm: Any, loader: Any, split: str, namer: Any, *, dali_device: str) -> Any:
     """DALI decoding the encoded bytes a stoker loader yields (Hugging Face tables, tars, shard sets)."""
-    from stoker.data.shard_dali import ShardDALIBatches
+    from stoker.data.sources.shards.dali import ShardDALIBatches
 
     device, device_id, target = resolve_device(dm.trainer, dali_device)
     spec = pipeline_spec(dm, files=(), file_root="", train=split == "train", device=device, device_id=device_id)

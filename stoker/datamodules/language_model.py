@@ -1,7 +1,7 @@
 """Language-model data from Hugging Face datasets or local files: causal LM, SFT on chats, masked LM; packed.
 
 Tokenized once per node in ``prepare_data`` (datasets cache); packed at ``setup`` by a deterministic
-plan (:mod:`stoker.data.packing`); batched by a fixed number of rows or by a token budget
+plan (:mod:`stoker.data.lm.packing`); batched by a fixed number of rows or by a token budget
 (:class:`~stoker.samplers.TokenBudgetBatchSampler`); resumable mid-epoch through the loader state.
 ``HFLanguageModelingDataModule(..., streaming=True)`` builds the streamed variant,
 :class:`~stoker.datamodules.language_model_stream.HFLanguageModelingStreamDataModule`.
@@ -16,14 +16,14 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.data import hf as td
 from stoker.data.datasets_compat import fingerprint_of
-from stoker.data.lm_dataset import PackedRows
-from stoker.data.lm_tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, Task, target_within
+from stoker.data.lm.dataset import PackedRows
+from stoker.data.lm.packing import Overflow, Packing, PackPlan, plan_packing
+from stoker.data.lm.tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, Task, target_within
 from stoker.data.loader import available_cores
-from stoker.data.packing import Overflow, Packing, PackPlan, plan_packing
 from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.splits import stratified_split, validate_fractions
+from stoker.data.text import hf as td
 from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, StreamingSwitch, given_source
 from stoker.samplers.shard_plan import ShardPlan
 from stoker.samplers.token_budget import TokenBudgetBatchSampler

@@ -9,11 +9,11 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.data import hf as td
-from stoker.data.lm_stream import OnlinePacker, PackedPass, PackedStream, example_pieces
-from stoker.data.lm_tokenize import LM_PROBLEMS, Task
-from stoker.data.packing import Overflow, Packing
-from stoker.data.text_files import count_local_rows, count_rows
+from stoker.data.lm.packing import Overflow, Packing
+from stoker.data.lm.stream import OnlinePacker, PackedPass, PackedStream, example_pieces
+from stoker.data.lm.tokenize import LM_PROBLEMS, Task
+from stoker.data.text import hf as td
+from stoker.data.text.files import count_local_rows, count_rows
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
 from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, given_source, stream_from_map_arguments
 from stoker.datamodules.text_stream import declared_size, source_signature, stream_loader
@@ -28,7 +28,7 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
     """Causal-LM, SFT and masked-LM batches from a streamed corpus: nothing is converted or cached.
 
     Examples are read with ``load_dataset(..., streaming=True)``, tokenized on the fly, split by node,
-    and packed as they arrive by :class:`~stoker.data.lm_stream.PackedStream` (best fit among
+    and packed as they arrive by :class:`~stoker.data.lm.stream.PackedStream` (best fit among
     ``open_rows`` open rows). A training epoch is ``rows_per_epoch`` rows (by default estimated by
     packing the first examples of the stream and scaling by the split's size), so every rank runs the
     same number of batches; it is shuffled in seeded blocks of ``shuffle_buffer`` examples, because

@@ -16,11 +16,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.data import hf as td
-from stoker.data.lm_attention import packing_attention
-from stoker.data.lm_collate import Attention, LMCollate
-from stoker.data.lm_tokenize import TASKS, LMTokenize, Task, resolve_chat_template
-from stoker.data.packing import OVERFLOWS, PACKINGS, Overflow, Packing, block_attention_mask, real_tokens
+from stoker.data.lm.attention import packing_attention
+from stoker.data.lm.collate import Attention, LMCollate
+from stoker.data.lm.packing import OVERFLOWS, PACKINGS, Overflow, Packing, block_attention_mask, real_tokens
+from stoker.data.lm.tokenize import TASKS, LMTokenize, Task, resolve_chat_template
+from stoker.data.text import hf as td
 from stoker.datamodules.base import StokerDataModule
 
 EmptyTextPolicy = Literal["drop", "error"]

@@ -2,9 +2,9 @@
 
 A shard set has no per-sample random access worth using (its chunks live on object storage), so
 instead of the map-style path of :class:`~stoker.datamodules.source.SourceDataModule` its splits
-stream through :class:`~stoker.data.shard_stream.ShardStream` (training) and ``ShardPass``
+stream through :class:`~stoker.data.sources.shards.stream.ShardStream` (training) and ``ShardPass``
 (evaluation): one global permutation of chunks and samples per epoch across nodes, equal whole
-batches per rank, exactly-once evaluation and exact resume (see :mod:`stoker.data.shard_stream`).
+batches per rank, exactly-once evaluation and exact resume (see :mod:`stoker.data.sources.shards.stream`).
 
 The DataModule owns this engine and keeps the rest (the batch contract, transforms, DALI, skipped
 samples, the report); the engine reads the set's small metadata file in ``__init__`` (class names,
@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from stoker._imports import require
-from stoker.data.shard_items import SampleLocator
-from stoker.data.shard_stream import ShardPass, ShardStream, StreamPosition
-from stoker.data.shards import (
+from stoker.data.sources.shards.items import SampleLocator
+from stoker.data.sources.shards.meta import (
     ShardFormatError,
     ShardSetMeta,
     SplitChunks,
@@ -35,6 +34,7 @@ from stoker.data.shards import (
     read_labels,
     read_meta,
 )
+from stoker.data.sources.shards.stream import ShardPass, ShardStream, StreamPosition
 from stoker.samplers.shard_plan import ShardPlan
 
 

@@ -14,7 +14,7 @@ class ShardedImageDataModule(ImageDataModule):
 
     :class:`ImageDataModule` on a stoker shard set (local or ``s3://``), under the name it has always had:
     batches, transforms, equal disjoint shares per rank, one global permutation per epoch, exactly-once
-    evaluation and exact resume as documented there and in :mod:`stoker.data.shard_stream`.
+    evaluation and exact resume as documented there and in :mod:`stoker.data.sources.shards.stream`.
 
     Args:
         source: The shard set (a folder or an ``s3://``/``gs://``/``r2://`` URL) from ``stoker pack``.

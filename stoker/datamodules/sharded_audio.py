@@ -12,7 +12,7 @@ class ShardedAudioDataModule(AudioDataModule):
     """Audio classification from a shard set written by ``stoker pack``: :class:`AudioDataModule` on shards.
 
     Batches, features, equal shares, exactly-once evaluation and exact resume as documented there and in
-    :mod:`stoker.data.shard_stream`.
+    :mod:`stoker.data.sources.shards.stream`.
 
     Args:
         source: The shard set (a folder or an ``s3://``/``gs://``/``r2://`` URL) from ``stoker pack``.

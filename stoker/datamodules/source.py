@@ -17,13 +17,13 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSamplePolicy, SkippingCollate
-from stoker.data.folder import printable, read_path_list
 from stoker.data.loader import available_cores
 from stoker.data.manifest import check_manifest_fingerprint, dataset_fingerprint, read_manifest
 from stoker.data.media import IMAGE, Media
 from stoker.data.progress import Progress
 from stoker.data.sources import Pairs, Source, SourceIndex, open_source, source_kind
 from stoker.data.sources.checks import find_bad_samples, sample_hashes, source_cache_path
+from stoker.data.sources.folder_tree import printable, read_path_list
 from stoker.data.sources.labels import Label, LabelMap
 from stoker.data.splits import drifted, split_folder_files, split_report, validate_fractions
 from stoker.datamodules.base import StokerDataModule

@@ -16,11 +16,11 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.data import hf as td
 from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.loader import available_cores
 from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.splits import stratified_split, validate_fractions
+from stoker.data.text import hf as td
 from stoker.datamodules.base import StokerDataModule, as_sequence
 from stoker.datamodules.lm_base import StreamingSwitch, TokenizerMixin, given_source
 from stoker.samplers.length_grouped import LengthGroupedBatchSampler

@@ -10,11 +10,11 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.data import hf as td
 from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.loader import build_loader
-from stoker.data.streams import FixedLengthStream, StreamPass
-from stoker.data.text_files import scan_local_rows, scan_tables
+from stoker.data.text import hf as td
+from stoker.data.text.files import scan_local_rows, scan_tables
+from stoker.data.text.streams import FixedLengthStream, StreamPass
 from stoker.datamodules.lm_base import given_source, stream_from_map_arguments
 from stoker.datamodules.text import EmptyTextPolicy, HFTextBase, HFTextDataModule, Padding
 from stoker.profiling.attribution import TimedStage
@@ -28,7 +28,7 @@ class HFTextStreamDataModule(HFTextBase):
     """Text classification from a streamed Hugging Face dataset or local files: nothing is converted or cached.
 
     Rows are read with ``load_dataset(..., streaming=True)``, tokenized on the fly, split by node with
-    ``split_dataset_by_node``, and served by :mod:`stoker.data.streams`: a training epoch gives every
+    ``split_dataset_by_node``, and served by :mod:`stoker.data.text.streams`: a training epoch gives every
     rank the same number of batches (``ShardPlan`` over the split's usable rows), shuffled in seeded
     blocks of ``shuffle_buffer`` rows (datasets' shuffle buffer cannot resume; see that module for how
     the blocks do), and resumes exactly mid-epoch through ``StatefulDataLoader`` with any number of

@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from stoker.data.packing import Packing
+from stoker.data.lm.packing import Packing
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
 from stoker.datamodules.text import EmptyTextPolicy, HFTextDataModule, Padding
 from stoker.demos.base import BuiltOnFirstUse

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stoker.data.seeds import derive_seed
 from stoker.samplers.distributed import ResumableDistributedSampler
+from stoker.seeds import derive_seed
 
 # DALI's image decoders read JPEG, PNG, BMP, TIFF, PNM, JPEG 2000 and WebP, but not GIF, which the
 # torchvision path accepts. DALI cannot skip a sample mid-epoch, so such files are excluded up front.

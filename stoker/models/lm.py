@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from stoker._imports import require
-from stoker.data.hf import load_tokenizer, resolve_pretrained
+from stoker.data.text.hf import load_tokenizer, resolve_pretrained
 
 LMTask = Literal["causal_lm", "sft", "mlm"]
 

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from stoker._imports import require
-from stoker.data.hf import resolve_pretrained
+from stoker.data.text.hf import resolve_pretrained
 from stoker.models.classifier import StokerClassifier
 
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from stoker._imports import require
-from stoker.data.folder import SPLIT_DIRS
-from stoker.data.hf import FILE_BUILDERS
 from stoker.data.media import AUDIO, IMAGE
 from stoker.data.sources import FolderSource, LabelMap, Source, SourceIndex
+from stoker.data.sources.folder_tree import SPLIT_DIRS
+from stoker.data.text.hf import FILE_BUILDERS
 from stoker.io.audio import AudioDecodeError, audio_problem, read_audio
 from stoker.io.image import ImageDecodeError, decode_image_bytes
 from stoker.quality.phash import image_phash, image_thumbnail, luma, normalize_text

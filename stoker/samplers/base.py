@@ -50,7 +50,7 @@ class ResumableSampler(DistributedSampler):
 
     The epoch is mirrored in a counter in shared memory (:attr:`epoch_counter`) that DataLoader
     workers read, so persistent workers reseed their augmentation stream per epoch
-    (:class:`stoker.data.seeds.WorkerSeeding`).
+    (:class:`stoker.seeds.WorkerSeeding`).
 
     Args:
         length: Items in the source (the dataset's length).

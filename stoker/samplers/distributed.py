@@ -6,9 +6,9 @@ from collections.abc import Sized
 
 import torch
 
-from stoker.data.seeds import derive_seed
 from stoker.samplers.base import ResumableSampler
 from stoker.samplers.shard_plan import ShardMode, ShardPlan
+from stoker.seeds import derive_seed
 
 
 class ResumableDistributedSampler(ResumableSampler):

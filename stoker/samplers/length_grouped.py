@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from stoker.data.seeds import derive_seed
 from stoker.samplers.base import ResumableSampler
 from stoker.samplers.shard_plan import ShardMode, ShardPlan
+from stoker.seeds import derive_seed
 
 
 def length_grouped_batches(

@@ -25,9 +25,9 @@ from typing import Literal
 
 import torch
 
-from stoker.data.seeds import derive_seed
 from stoker.samplers.base import ResumableSampler
 from stoker.samplers.shard_plan import ShardPlan
+from stoker.seeds import derive_seed
 
 Cost = Literal["padded", "sum"]
 

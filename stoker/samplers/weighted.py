@@ -13,9 +13,9 @@ from collections.abc import Sequence, Sized
 
 import torch
 
-from stoker.data.seeds import derive_seed
 from stoker.samplers.base import ResumableSampler
 from stoker.samplers.shard_plan import ShardPlan
+from stoker.seeds import derive_seed
 
 
 def weighted_draw(

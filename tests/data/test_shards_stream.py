@@ -1,6 +1,6 @@
 """Shard streams in one process with injected ranks: equal whole batches, disjoint, complete, exact resume, eval once.
 
-Each test pins one place where litdata alone falls short (see stoker/data/shard_stream.py).
+Each test pins one place where litdata alone falls short (see stoker/data/sources/shards/stream.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("litdata")
 
-from stoker.data import shard_stream  # noqa: E402
+from stoker.data.sources.shards import stream as shard_stream  # noqa: E402
 from stoker.data.loader import build_loader  # noqa: E402
-from stoker.data.shard_stream import ShardPass, ShardStream, StreamPosition  # noqa: E402
-from stoker.data.shards import allow_plain_http  # noqa: E402
+from stoker.data.sources.shards.stream import ShardPass, ShardStream, StreamPosition  # noqa: E402
+from stoker.data.sources.shards.meta import allow_plain_http  # noqa: E402
 from stoker.samplers import ShardPlan  # noqa: E402
 from tests.data import test_shards as shared  # noqa: E402
 

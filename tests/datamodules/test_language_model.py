@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
-from stoker.data.hf import load_tokenizer
+from stoker.data.text.hf import load_tokenizer
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
 from tests.conftest import REPO
 from tests.datamodules.test_text_datamodule import TOKENIZER, rows, write_csv, write_jsonl

@@ -15,7 +15,7 @@ pytest.importorskip("litdata")
 
 import stoker._imports as imports  # noqa: E402
 from stoker.data.file_dataset import SKIPPED_KEY, SampleReadError  # noqa: E402
-from stoker.data.shard_pack import pack_order  # noqa: E402
+from stoker.data.sources.shards.pack import pack_order  # noqa: E402
 from stoker.datamodules import ImageFolderDataModule  # noqa: E402
 from stoker.datamodules.sharded import ShardedImageDataModule  # noqa: E402
 from tests.data import test_shards as shared  # noqa: E402
@@ -237,8 +237,8 @@ def test_an_epoch_end_checkpoint_resumes_on_the_next_epochs_order(tmp_path: Path
 
 def test_dali_shard_batches_seed_each_epoch_from_the_trainers_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     # The wrapper counted its own iterations from 0, so a run resumed at epoch 3 replayed epoch 0's draws.
-    from stoker.data import shard_dali
-    from stoker.data.seeds import derive_seed
+    from stoker.data.sources.shards import dali as shard_dali
+    from stoker.seeds import derive_seed
 
     seeds: list[int] = []
     monkeypatch.setattr(shard_dali, "build_encoded_pipeline", lambda spec, seed: seeds.append(seed))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stoker.data.text_files import diagnose_file, scan_local_rows
+from stoker.data.text.files import diagnose_file, scan_local_rows
 from tests.datamodules.test_text_datamodule import make, ready, rows, write_csv, write_jsonl
 
 

@@ -16,7 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # loader workers fork 
 import pytest
 import torch
 
-from stoker.data import hf
+from stoker.data.text import hf
 from stoker.datamodules.text import HFTextDataModule
 from stoker.samplers import LengthGroupedBatchSampler, ResumableDistributedSampler
 

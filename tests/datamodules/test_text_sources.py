@@ -15,8 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-from stoker.data import hf
-from stoker.data.text_files import local_data_files, source_splits, split_origin, text_source_kind
+from stoker.data.text import hf
+from stoker.data.text.files import local_data_files, source_splits, split_origin, text_source_kind
 from stoker.datamodules.text import HFTextDataModule
 from stoker.datamodules.text_stream import HFTextStreamDataModule
 from tests.datamodules import test_language_model as lm

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from stoker.data.streams import FixedLengthStream, StreamPass
+from stoker.data.text.streams import FixedLengthStream, StreamPass
 from stoker.datamodules.text import HFTextDataModule
 from stoker.datamodules.text_stream import HFTextStreamDataModule
 from stoker.samplers import ShardPlan

@@ -19,9 +19,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stoker.data import packing
-from stoker.data.lm_attention import packing_attention
-from stoker.data.lm_collate import LMCollate
+from stoker.data.lm import packing
+from stoker.data.lm.attention import packing_attention
+from stoker.data.lm.collate import LMCollate
 from stoker.models.lm import LanguageModel, build_lm
 
 VOCAB = 64

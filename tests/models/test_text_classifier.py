@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stoker.data.hf import resolve_pretrained
+from stoker.data.text.hf import resolve_pretrained
 from stoker.models import TextClassifier
 from tests.datamodules.test_text_datamodule import make, ready, rows, write_csv
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from stoker.commands.scan import main as scan_main
-from stoker.data.folder import read_path_list
+from stoker.data.sources.folder_tree import read_path_list
 from stoker.quality.checks import parse_problems
 from stoker.quality.near_index import near_pairs
 from stoker.quality.phash import hamming, image_phash, normalize_text

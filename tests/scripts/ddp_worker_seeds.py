@@ -17,8 +17,8 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from stoker.data.seeds import reseed_worker
 from stoker.datamodules import StokerDataModule
+from stoker.seeds import reseed_worker
 from tests.scripts.ddp_common import RecordingModule, ddp_trainer
 
 

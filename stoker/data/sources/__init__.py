@@ -11,7 +11,7 @@ kind           what ``source`` is
 =============  ==============================================================================
 
 :func:`source_kind` tells which; :func:`open_source` builds the reader (``shards`` streams through
-:mod:`stoker.data.shard_stream` instead: it has no per-sample random access).
+:mod:`stoker.data.sources.shards.stream` instead: it has no per-sample random access).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def source_kind(source: str | Sequence[str], *, media_field: str = "image", path
         FileNotFoundError: A local path that does not exist.
         ValueError: A file of a format no reader takes, or a parquet file with neither a media nor a path column.
     """
-    from stoker.data.shards import META_NAME, is_remote, join, read_text
+    from stoker.data.sources.shards.meta import META_NAME, is_remote, join, read_text
 
     if isinstance(source, os.PathLike):
         source = os.fspath(source)

@@ -1,6 +1,6 @@
 """The class-folder reader: ``root/<class>/<file>`` or ``root/train|val|test/<class>/<file>``.
 
-Indexing is :func:`stoker.data.folder.index_folder` (shared with ``stoker scan``, ``split`` and
+Indexing is :func:`stoker.data.sources.folder_tree.index_folder` (shared with ``stoker scan``, ``split`` and
 ``pack``); keys are paths relative to the root.
 """
 
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stoker.data.folder import class_names_of, index_folder, printable
+from stoker.data.sources.folder_tree import class_names_of, index_folder, printable
 from stoker.data.media import Media, is_skipped_folder
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex, stat_signature
 from stoker.data.sources.labels import check_class_count

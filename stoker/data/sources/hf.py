@@ -26,7 +26,7 @@ from typing import Any
 
 from stoker._imports import require
 from stoker.data.datasets_compat import fingerprint_of, rows_are_table_rows
-from stoker.data.folder import printable
+from stoker.data.sources.folder_tree import printable
 from stoker.data.media import Media
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex
 from stoker.data.sources.labels import LabelMap, check_class_count, infer_class_names

@@ -1,7 +1,7 @@
-"""The map-style language-model dataset: item ``i`` is row ``i`` of a :class:`~stoker.data.packing.PackPlan`.
+"""The map-style language-model dataset: item ``i`` is row ``i`` of a :class:`~stoker.data.lm.packing.PackPlan`.
 
 A row is a list of pieces ``{"input_ids", "labels"?, "mlm_seed"?}`` cut from the tokenized examples
-(a datasets ``Dataset``, memory-mapped from the cache); :class:`~stoker.data.lm_collate.LMCollate`
+(a datasets ``Dataset``, memory-mapped from the cache); :class:`~stoker.data.lm.collate.LMCollate`
 turns a list of rows into a batch. Fetching a list of rows (a batch sampler's batch, or the loader's
 ``__getitems__``) reads every example it needs in one datasets call.
 
@@ -16,8 +16,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from stoker.data.packing import PackPlan
-from stoker.data.seeds import derive_seed, reseed_worker
+from stoker.data.lm.packing import PackPlan
+from stoker.seeds import derive_seed, reseed_worker
 
 
 class PackedRows(Dataset):

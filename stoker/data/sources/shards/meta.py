@@ -11,7 +11,7 @@ litdata dataset per split and a small JSON file that says what they are::
 
 Each sample is ``{"data": <encoded bytes>, "label": int, "index": int, "key": <relative path>}``;
 ``index`` is the sample's position in its split as packed (a seeded permutation, see
-:mod:`stoker.data.shard_pack`). The metadata file is written last: a folder without it is a
+:mod:`stoker.data.sources.shards.pack`). The metadata file is written last: a folder without it is a
 half-written pack (``stoker pack --resume`` finishes it).
 
 Framework-free: the sharded DataModules, ``stoker pack`` and the benchmark read and write shard

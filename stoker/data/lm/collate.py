@@ -2,7 +2,7 @@
 
 The input is a list of rows; a row is a list of pieces ``{"input_ids", "labels"?, "mlm_seed"?}``
 (one piece per row without packing). What comes out depends on the packing and on how the model's
-attention keeps examples apart (see :mod:`stoker.data.packing`):
+attention keeps examples apart (see :mod:`stoker.data.lm.packing`):
 
 * ``attention="none"`` (no packing): rows padded to the longest (a multiple of ``pad_multiple``),
   ``{"input_ids", "attention_mask", "labels"}``;

@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset
 
-from stoker.data.hf import PROBLEMS
+from stoker.data.text.hf import PROBLEMS
 from stoker.data.loader import MAX_WORKERS, worker_slot
-from stoker.data.seeds import derive_seed
+from stoker.seeds import derive_seed
 from stoker.data.stream_shares import WorkerShares
 
 _REPEATED = 1  # counter columns: 0 is unused (the epoch lives in WorkerShares), then repeats, then skips per problem
@@ -126,7 +126,7 @@ class FixedLengthStream(_CountingStream):
 
     @property
     def epoch_counter(self) -> Any:
-        """The worker's epoch in shared memory (for :class:`~stoker.data.seeds.WorkerSeeding`)."""
+        """The worker's epoch in shared memory (for :class:`~stoker.seeds.WorkerSeeding`)."""
         return self.shares.epoch_counter
 
     def __len__(self) -> int:

@@ -1,6 +1,6 @@
 """Streamed shard samples decoded by NVIDIA DALI: the loader decides what each batch holds, DALI decodes it.
 
-The same :class:`~stoker.data.shard_stream.ShardStream`/``ShardPass`` and the same stoker loader
+The same :class:`~stoker.data.sources.shards.stream.ShardStream`/``ShardPass`` and the same stoker loader
 as the torchvision path read the encoded bytes (workers only read, they do not decode), so
 order, sharding, equal batches and resume come from one engine for both back ends. Each batch
 is fed to a DALI pipeline through an external source and decoded there (on the GPU with
@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from stoker.data.file_dataset import SKIPPED_KEY, BadSamplePolicy, SampleReadError
-from stoker.data.seeds import derive_seed
-from stoker.data.shard_items import SampleLocator
+from stoker.seeds import derive_seed
+from stoker.data.sources.shards.items import SampleLocator
 from stoker.io.dali import ENCODED_INPUT, PipelineSpec, build_encoded_pipeline, to_torch
 from stoker.io.image import ImageDecodeError, decode_image_bytes
 
@@ -34,8 +34,8 @@ class ShardDALIBatches:
     """A loader of encoded shard samples, decoded by DALI; iterable, with ``len`` (training) and a resumable state.
 
     Args:
-        loader: The stoker loader of the split (items from :class:`~stoker.data.shard_items.EncodedItems`,
-            batches from :func:`~stoker.data.shard_items.collate_encoded`).
+        loader: The stoker loader of the split (items from :class:`~stoker.data.sources.shards.items.EncodedItems`,
+            batches from :func:`~stoker.data.sources.shards.items.collate_encoded`).
         spec: The DALI pipeline definition (``file_root``/``files`` unused).
         locator: Names a sample by key and shard in errors.
         seed: The run's seed; epoch ``e`` of rank ``r`` seeds DALI with ``derive_seed(seed, "dali-shards", r, e)``.

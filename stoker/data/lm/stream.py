@@ -1,6 +1,6 @@
 """Streamed language-model data: examples tokenized on the fly and packed into rows as they arrive.
 
-:class:`PackedStream` is :class:`~stoker.data.streams.FixedLengthStream` (equal batches per rank,
+:class:`PackedStream` is :class:`~stoker.data.text.streams.FixedLengthStream` (equal batches per rank,
 the seeded block shuffle, exact resume with any number of workers; see that module for how the
 shuffle resumes) whose unit is a packed row: each worker reads examples from its own shards and
 packs them with :class:`OnlinePacker`, best fit among a few open rows (a stream cannot sort the
@@ -21,10 +21,10 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
-from stoker.data.lm_tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, first_target, target_within
-from stoker.data.packing import Overflow, Packing, split_spans
-from stoker.data.seeds import derive_seed
-from stoker.data.streams import FixedLengthStream, StreamPass
+from stoker.data.lm.tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, first_target, target_within
+from stoker.data.lm.packing import Overflow, Packing, split_spans
+from stoker.seeds import derive_seed
+from stoker.data.text.streams import FixedLengthStream, StreamPass
 
 Piece = dict[str, Any]
 
@@ -112,12 +112,12 @@ class PackedStream(_Targets, FixedLengthStream):
 
     Args:
         dataset: The rank's tokenized ``datasets.IterableDataset`` (split by node), rows from
-            :class:`~stoker.data.lm_tokenize.LMTokenize`.
+            :class:`~stoker.data.lm.tokenize.LMTokenize`.
         num_batches: Batches this rank yields per epoch (the same on every rank).
         batch_size: Rows per batch.
         capacity: Tokens per row.
         mode: ``"bfd"``, ``"none"`` or ``"padding_free"``.
-        overflow: What happens to an example longer than a row (see :func:`stoker.data.packing.split_spans`).
+        overflow: What happens to an example longer than a row (see :func:`stoker.data.lm.packing.split_spans`).
         overlap: Tokens a split piece repeats (1 causal, 0 masked LM).
         labels: Pieces carry the example's ``labels`` (SFT).
         mlm_seed: The run's seed for masked-LM pieces (``None``: no masking).

@@ -1,7 +1,7 @@
 """Which attention implementations can keep packed examples apart, and what each needs from the batch.
 
 * ``"eager"``, ``"sdpa"``, ``"flex_attention"`` take the 4-D block-diagonal mask of
-  :func:`stoker.data.packing.block_attention_mask` (transformers passes a 4-D mask through
+  :func:`stoker.data.lm.packing.block_attention_mask` (transformers passes a 4-D mask through
   unchanged): ``"mask"``.
 * Flash-attention kernels (``"flash_attention_2"``, ``"flash_attention_3"``, hub kernels named
   ``...flash...``) take the varlen boundaries ``cu_seq_lens_q/k``/``max_length_q/k`` of a flattened
@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from stoker.data.lm_collate import Attention
+from stoker.data.lm.collate import Attention
 
 MASK_ATTENTION: tuple[str, ...] = ("eager", "sdpa", "flex_attention")
 # Absolute position embeddings that number positions from padding_idx + 1 (transformers' RoBERTa family).

@@ -2,7 +2,7 @@
 
 Nothing here needs a Trainer. :mod:`stoker.datamodules.text` and :mod:`stoker.datamodules.text_stream`
 wire these functions into Lightning's hooks; the benchmark and tests call them directly. Local
-files, and the kind of a source, are found and checked by :mod:`stoker.data.text_files`.
+files, and the kind of a source, are found and checked by :mod:`stoker.data.text.files`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from stoker._imports import require
 from stoker.data.sources.hf import HF_PREFIX
 from stoker.data.sources.split_names import SPLITS
-from stoker.data.text_files import (
+from stoker.data.text.files import (
     FILE_BUILDERS,
     SOURCE_KINDS,
     check_columns,

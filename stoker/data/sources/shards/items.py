@@ -17,8 +17,8 @@ import torch
 
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSample, BadSamplePolicy, SampleReadError
 from stoker.data.litdata_compat import DAMAGED_KEY
-from stoker.data.seeds import reseed_worker
-from stoker.data.shards import SplitChunks, join
+from stoker.seeds import reseed_worker
+from stoker.data.sources.shards.meta import SplitChunks, join
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip_bytes
 from stoker.io.image import ImageDecodeError, decode_image_bytes
 

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from stoker.data.media import media_for
-from stoker.data.seeds import derive_seed
-from stoker.data.shards import (
+from stoker.seeds import derive_seed
+from stoker.data.sources.shards.meta import (
     LABELS_NAME,
     META_NAME,
     PROGRESS_NAME,

@@ -54,8 +54,8 @@ import torch
 from torch.utils.data import IterableDataset
 
 from stoker.data.loader import MAX_WORKERS, worker_slot
-from stoker.data.seeds import derive_seed
-from stoker.data.shards import allow_plain_http, is_remote
+from stoker.seeds import derive_seed
+from stoker.data.sources.shards.meta import allow_plain_http, is_remote
 from stoker.data.stream_shares import WorkerShares
 from stoker.samplers.shard_plan import ShardPlan
 
@@ -171,7 +171,7 @@ class ShardStream(_LitdataSplit):
 
     @property
     def epoch_counter(self) -> Any:
-        """The worker's epoch in shared memory (for :class:`~stoker.data.seeds.WorkerSeeding`)."""
+        """The worker's epoch in shared memory (for :class:`~stoker.seeds.WorkerSeeding`)."""
         return self.shares.epoch_counter
 
     def __len__(self) -> int:
