@@ -80,7 +80,7 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         empty_text: ``"drop"`` unusable rows (counted, up to ``max_bad_fraction``) or ``"error"`` on any.
         max_bad_fraction: Largest tolerated fraction of unusable rows per split.
         num_proc: Processes for tokenization (``None``: the cores available for datasets over 20,000 rows).
-        cache_dir: The datasets cache.
+        cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Rows per batch per rank (``padding_free``: examples per flattened batch).
         num_workers: Loader workers per rank (``None``: the cores available per rank).
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.

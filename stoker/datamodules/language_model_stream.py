@@ -61,7 +61,7 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         open_rows: Rows the packer keeps open (fuller rows against a larger resume state).
         empty_text: ``"drop"`` unusable rows (counted) or ``"error"``.
         max_bad_fraction: Largest tolerated fraction of unusable rows (local files: all of them; hub: the first rows).
-        cache_dir: The datasets cache.
+        cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Rows per batch per rank.
         num_workers: Loader workers per rank, at most the shards per rank.
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.

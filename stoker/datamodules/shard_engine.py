@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any
 
 from stoker._imports import require
+from stoker.data.cache import library_cache, stoker_cache
 from stoker.data.sources.shards.items import SampleLocator
 from stoker.data.sources.shards.meta import (
     ShardFormatError,
@@ -45,7 +45,7 @@ class ShardEngine:
         datamodule: The owner: its loader policy, seed, batch size and per-sample decoding (``shard_items``).
         source: The shard set: a folder or an ``s3://``/``gs://``/``r2://`` URL.
         cache_dir: Node-local cache root: litdata keeps the chunks of a remote set under ``<cache_dir>/chunks``,
-            stoker its checks under ``<cache_dir>/stoker-shards``.
+            stoker its checks under ``<cache_dir>/shards`` (see :mod:`stoker.data.cache`).
         storage_options: Options for litdata's object-store client.
     """
 
@@ -163,7 +163,7 @@ class ShardEngine:
         world, rank = dm.world()
         location = self.location(split)
         locator = SampleLocator(join(self.source, split), self.chunks[split])
-        chunk_cache = os.path.join(self.cache_dir, "chunks") if self.cache_dir else None
+        chunk_cache = library_cache(self.cache_dir, "chunks")
         common: dict[str, Any] = dict(rank=rank, num_replicas=world, batch_size=dm.batch_size, seed=dm.seed,
                                       cache_dir=chunk_cache, max_cache_size=getattr(dm, "max_cache_size", None),
                                       storage_options=self.storage_options)
@@ -185,9 +185,8 @@ class ShardEngine:
 
     def prepared_record_path(self) -> Path:
         """Where ``prepare`` records its checks of the shard set on this node (the node's cache)."""
-        base = Path(self.cache_dir) if self.cache_dir else Path(os.environ.get("STOKER_CACHE", "~/.cache/stoker"))
         key = hashlib.sha1(self.source.encode("utf-8")).hexdigest()[:16]
-        return base.expanduser() / "stoker-shards" / key / "prepared.json"
+        return stoker_cache(self.cache_dir, "shards") / key / "prepared.json"
 
     def describe(self) -> dict[str, Any]:
         world = self.dm.world()[0]

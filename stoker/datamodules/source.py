@@ -60,7 +60,7 @@ class SourceDataModule(StokerDataModule):
         strict_fingerprint: Resuming from a checkpoint whose data fingerprint differs is an error.
         cache_dir: The node-local folder for everything this DataModule caches (decode checks, hashes,
             converted Hugging Face datasets, downloaded tars, shard chunks); default ``~/.cache/stoker``
-            (``$STOKER_CACHE``) for stoker's and each library's own default for theirs.
+            (``$STOKER_CACHE``) for stoker's and each library's own default for theirs (:mod:`stoker.data.cache`).
         predict_source: New data for ``predict`` (any source; labels optional). Default: the test split,
             else validation.
         batch_size: See :class:`~stoker.datamodules.base.StokerDataModule` (so are the rest).

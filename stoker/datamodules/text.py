@@ -227,7 +227,7 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
             ``max_bad_fraction``) or ``"error"`` on the first one.
         max_bad_fraction: Largest tolerated fraction of unusable rows per split before setup raises.
         num_proc: Processes for tokenization (``None``: the cores available for datasets over 20,000 rows).
-        cache_dir: The datasets cache (default: ``HF_DATASETS_CACHE``).
+        cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Samples per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores available per rank).
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.

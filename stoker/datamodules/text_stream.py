@@ -62,7 +62,7 @@ class HFTextStreamDataModule(HFTextBase):
         samples_per_epoch: Rows in the training split, when the dataset does not say.
         empty_text: ``"drop"`` unusable rows (counted) or ``"error"`` on the first one found at setup.
         max_bad_fraction: Largest tolerated fraction of unusable rows per split before setup raises.
-        cache_dir: The datasets cache.
+        cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Samples per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores available per rank), at most the shards per rank.
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.

@@ -33,7 +33,9 @@ def _keys(shards: Path, split: str) -> list[str]:
     return [ds[i]["key"] for i in range(len(ds))]
 
 
-def test_bad_and_quarantined_files_are_left_out_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_and_quarantined_files_are_left_out_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("stoker.data.progress.QUIET_FOR_S", 0.0)  # report even this quick pack
     root = tmp_path / "tree"
     paths = write_image_tree(root, {"a": 8, "b": 8}, size=(16, 16))
     paths[3].write_bytes(paths[3].read_bytes()[:60])  # truncated JPEG
@@ -46,7 +48,7 @@ def test_bad_and_quarantined_files_are_left_out_and_listed(tmp_path: Path, capsy
     bad, quarantined = str(paths[3].relative_to(root)), str(paths[9].relative_to(root))
     assert f"left out 1 unusable file(s):\n  {bad}: truncated JPEG" in err
     assert "left out 1 quarantined file(s)" in err
-    assert "stoker pack (train)" in err and "100%" in err, "a progress bar"
+    assert "packing the train split into shards" in err and "(100%)" in err, "progress lines in a log"
     meta = read_meta(str(tmp_path / "out"))
     assert meta.extra["excluded"] == {bad: "truncated JPEG (no end-of-image marker)"}
     assert meta.extra["quarantined"] == [quarantined]

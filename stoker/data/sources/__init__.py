@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from stoker.data.cache import library_cache
 from stoker.data.media import Media
 from stoker.data.sources.base import Pairs, Source, SourceIndex
 from stoker.data.sources.folder import FolderSource
@@ -146,7 +147,7 @@ def open_source(source: str | Sequence[str], media: Media, *, kind: str | None =
     if kind == "hf":
         from stoker.data.sources.hf import HFSource
 
-        hf_cache = os.path.join(cache_dir, "hf") if cache_dir else None
+        hf_cache = library_cache(cache_dir, "hf")
         location = source if isinstance(source, str) else list(source)
         return HFSource(location, media, media_field=media_field, label_field=label_field, subset=subset,
                         revision=revision, class_names=class_names, multi_label=multi_label, cache_dir=hf_cache,

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from stoker.data.cache import stoker_cache
 from stoker.data.file_cache import per_item_cached
 from stoker.data.manifest import file_sha256
 from stoker.data.sources.base import Source
@@ -24,8 +25,7 @@ def source_cache_path(source: Source, cache_dir: str | os.PathLike[str] | None, 
 
     ``cache_dir`` defaults to ``$STOKER_CACHE`` or ``~/.cache/stoker``.
     """
-    base = Path(cache_dir) if cache_dir else Path(os.environ.get("STOKER_CACHE", "~/.cache/stoker"))
-    return base.expanduser() / "scan" / f"{source.cache_id()}.{purpose}.json"
+    return stoker_cache(cache_dir, "scan") / f"{source.cache_id()}.{purpose}.json"
 
 
 def find_bad_samples(source: Source, keys: Iterable[str], *, num_workers: int = 4, cache_path: Path | None = None,

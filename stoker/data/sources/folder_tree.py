@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stoker.data.cache import stoker_cache
 from stoker.data.file_cache import per_file_cached
 from stoker.data.media import IMAGE, Media, is_skipped_file, is_skipped_folder
 
@@ -182,9 +183,8 @@ def index_folder(root: str | os.PathLike[str], class_names: list[str] | None = N
 
 def scan_cache_path(root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the per-file results of a root are cached (one JSON file per root and purpose)."""
-    base = Path(cache_dir) if cache_dir else Path(os.environ.get("STOKER_CACHE", "~/.cache/stoker")).expanduser()
     resolved = str(Path(root).expanduser().resolve()).encode("utf-8", "surrogateescape")
-    return base / "scan" / f"{hashlib.sha1(resolved).hexdigest()[:16]}.json"
+    return stoker_cache(cache_dir, "scan") / f"{hashlib.sha1(resolved).hexdigest()[:16]}.json"
 
 
 def find_bad_files(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stoker.data.sources.folder_tree import printable
+from stoker.data.cache import stoker_cache
 from stoker.data.media import Media
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex, _digest, stat_signature
 from stoker.data.sources.labels import LabelMap, check_class_count, infer_class_names
@@ -174,8 +175,7 @@ class WebDatasetSource(Source):
         return any(is_remote(pattern) for pattern in self.patterns)
 
     def _cache_root(self) -> Path:
-        base = Path(self.cache_dir) if self.cache_dir else Path(os.environ.get("STOKER_CACHE", "~/.cache/stoker"))
-        return base.expanduser() / "webdataset" / _digest(*self.patterns)
+        return stoker_cache(self.cache_dir, "webdataset") / _digest(*self.patterns)
 
     def _names(self) -> list[str]:
         """Every tar the patterns name (URLs for remote sources)."""

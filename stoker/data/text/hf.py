@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from stoker._imports import require
+from stoker.data.cache import library_cache, stoker_cache
 from stoker.data.sources.hf import HF_PREFIX
 from stoker.data.sources.split_names import SPLITS
 from stoker.data.text.files import (
@@ -128,7 +129,8 @@ def tokenized_cache_file(source: str, cache_dir: str | None, fingerprint: str) -
         return None
     import datasets
 
-    folder = Path(cache_dir or datasets.config.HF_DATASETS_CACHE).expanduser() / "stoker-tokenized"
+    folder = (stoker_cache(cache_dir, "tokenized") if cache_dir
+              else Path(datasets.config.HF_DATASETS_CACHE).expanduser() / "stoker-tokenized")
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder / f"{fingerprint}.arrow")
 
@@ -156,15 +158,16 @@ def load_raw(source: str, *, subset: str | None = None, revision: str | None = N
         builder, files = local
         options = {"delimiter": "\t"} if files and delimiter(next(iter(files.values()))[0]) == "\t" else {}
         try:
-            raw = datasets.load_dataset(builder, data_files=files, cache_dir=cache_dir, streaming=streaming, **options)
+            raw = datasets.load_dataset(builder, data_files=files, cache_dir=library_cache(cache_dir, "hf"),
+                                        streaming=streaming, **options)
         except datasets.exceptions.DatasetGenerationError as err:  # wraps the pyarrow/pandas reader's error
             for split_files in files.values():
                 for f in split_files:
                     diagnose_file(builder, f, fields)
             raise ValueError(f"source {source!r}: datasets' {builder} reader failed: {err.__cause__ or err}") from err
     else:
-        raw = datasets.load_dataset(source.removeprefix(HF_PREFIX), subset, revision=revision, cache_dir=cache_dir,
-                                    streaming=streaming)
+        raw = datasets.load_dataset(source.removeprefix(HF_PREFIX), subset, revision=revision,
+                                    cache_dir=library_cache(cache_dir, "hf"), streaming=streaming)
     return _our_splits(raw, source)
 
 
@@ -203,7 +206,7 @@ def label_values(source: str, label_field: str, *, subset: str | None = None, re
         features = saved["train"].features
     else:
         info = datasets.load_dataset_builder(source.removeprefix(HF_PREFIX), subset, revision=revision,
-                                             cache_dir=cache_dir).info
+                                             cache_dir=library_cache(cache_dir, "hf")).info
         features = info.features or {}
     feature = features.get(label_field)
     if isinstance(feature, datasets.ClassLabel):
