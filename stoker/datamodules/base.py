@@ -139,6 +139,26 @@ class StokerDataModule(L.LightningDataModule):
             return 1, 0
         return max(1, trainer.world_size), trainer.global_rank
 
+    def check_evaluation_size(self, split: str, size: int) -> None:
+        """Refuse an evaluation split with fewer samples than ranks, before any rank starts it.
+
+        Every rank must run at least one evaluation step: a rank with none logs no metric, and the
+        others then wait for it in the epoch-end reduction (a hang, or gloo's "collective mismatch").
+        Evaluation never repeats a sample, so a split smaller than the world cannot be dealt. The
+        size is known on every rank alike, so every rank raises the same error at once.
+
+        Raises:
+            ValueError: ``0 < size < world size``, with the sizes and what to do.
+        """
+        world = self.world()[0]
+        if 0 < size < world:
+            raise ValueError(
+                f"{type(self).__name__}: the {split} split has {size} sample(s), fewer than the {world} ranks, so "
+                f"some rank would evaluate nothing and the others would wait for it forever in the metric "
+                f"reduction. Add {split} samples (at least one per rank), evaluate on fewer devices "
+                f"(a separate `stoker validate --trainer.devices=1`), or turn {split} off "
+                f"(--trainer.limit_{'val' if split == 'val' else split}_batches=0)")
+
     def make_loader(
         self,
         dataset: Dataset | Iterable[Any],

@@ -226,6 +226,7 @@ class ImageDataModule(SourceDataModule):
 
     def _eval_loader(self, split: str) -> Any:
         if self.decode == "dali" and self.reader is not None:
+            self.check_evaluation_size(split, len(self.splits.get(split, [])))
             return self._dali_loader(split) if self.splits.get(split) else []
         return super()._eval_loader(split)
 

@@ -248,6 +248,8 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
 
     def _loader(self, split: str, *, train: bool) -> StatefulDataLoader:
         ds = self._split_data(split)
+        if not train:
+            self.check_evaluation_size(split, len(ds))  # packed rows: what evaluation deals over the ranks
         sampler = self._sampler(ds, train=train)
         loader = self.make_loader(ds, train=train, sampler=sampler, collate_fn=self.profiled(self.collate()),
                                   batch_size=None if sampler is not None else "default")

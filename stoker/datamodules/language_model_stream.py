@@ -161,17 +161,17 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         for name, ds in raw.items():
             columns = self._check_split(name, ds)
             stream = ds.map(TimedStage(self._tokenize_fn(name), "tokenize"), batched=True, remove_columns=columns)
-            node = split_dataset_by_node(stream, rank=rank, world_size=world)
             options: dict[str, Any] = dict(capacity=self.max_length, mode=self.packing, overflow=self.overflow,
                            overlap=0 if self.task == "mlm" else 1, labels=self.task == "sft",
                            mlm_seed=self.seed if self.task == "mlm" else None, open_rows=self.open_rows)
             if name == "train":
                 batches = self._batches_per_rank(stream, ds, world, rank)
+                node = split_dataset_by_node(stream, rank=rank, world_size=world)
                 self.datasets[name] = PackedStream(node, num_batches=batches, batch_size=self.batch_size,
                                                    seed=self.seed, rank=rank, shuffle=self.shuffle_buffer > 0,
                                                    block_size=self.shuffle_buffer or _RESUME_BLOCK, **options)
             else:
-                self.datasets[name] = PackedPass(node, rank=rank, **options)
+                self.datasets[name] = PackedPass(stream, rank=rank, world=world, **options)  # the whole split
         self.record_fingerprint(self._fingerprint())
         if "val" not in self.datasets:
             rank_zero_warn("streaming: the dataset has no validation split, so there is no validation; "

@@ -177,7 +177,8 @@ class ShardEngine:
                                  f"batch_size (at most {stream.num_samples // world}) or add data")
             dm.track_train_sampler(StreamPosition(stream))  # an epoch-end checkpoint's position applies here
         else:
-            stream = ShardPass(location, dm.shard_items(split, locator), **common)
+            stream = ShardPass(location, dm.shard_items(split, locator),
+                               num_samples=self.meta.splits[split] - self.left_out(split), **common)
         loader = dm.make_loader(stream, train=train, collate_fn=dm.shard_collate())  # seeded by the stream's epoch
         if isinstance(stream, ShardStream):
             stream.prepare(dm.num_workers)

@@ -297,6 +297,7 @@ class SourceDataModule(StokerDataModule):
         return [key for key, _ in self.splits.get(self.predict_split, [])]
 
     def _eval_loader(self, split: str) -> Any:
+        self.check_evaluation_size(split, self.split_sizes().get(split, 0))
         if self.shards is not None:
             return self.shards.loader(split, train=False) if self.split_sizes().get(split) else []
         dataset = self.datasets.get(split)

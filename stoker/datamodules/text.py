@@ -397,6 +397,8 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
 
     def _loader(self, split: str, *, train: bool) -> StatefulDataLoader:
         ds = self._split_data(split)
+        if not train:
+            self.check_evaluation_size(split, len(ds))
         world, rank = self.world()
         if self.max_tokens_per_batch is not None and not (train and self.train_sampler is not None):
             budget = TokenBudgetBatchSampler(self.lengths[split], self.max_tokens_per_batch, num_replicas=world,

@@ -157,9 +157,9 @@ class HFTextStreamDataModule(HFTextBase):
             stream = ds.map(TimedStage(self._tokenize_fn(name), "tokenize"), batched=True, remove_columns=columns)
             if name == "train":
                 self._read_ahead(stream)
-            node = split_dataset_by_node(stream, rank=rank, world_size=world)
-            self.datasets[name] = (self._train_stream(node, ds, world, rank) if name == "train"
-                                   else StreamPass(node, columns=self.model_columns))
+            self.datasets[name] = (  # evaluation reads the whole split on every rank (see StreamPass)
+                self._train_stream(split_dataset_by_node(stream, rank=rank, world_size=world), ds, world, rank)
+                if name == "train" else StreamPass(stream, columns=self.model_columns, rank=rank, world=world))
         self.record_fingerprint(self._fingerprint())
         if "val" not in self.datasets:
             rank_zero_warn("streaming: the dataset has no validation split, so there is no validation; "
@@ -292,6 +292,8 @@ def stream_loader(datamodule: Any, stream: Any, split: str, *, train: bool, coll
     Each loader worker reads whole shards (files) of the rank's part, so more workers than shards would idle.
     """
     world, rank = datamodule.world()
+    if not train and split in getattr(datamodule, "split_rows", {}):
+        datamodule.check_evaluation_size(split, datamodule.split_rows[split])
     shards = max(1, stream.dataset.num_shards)
     if datamodule.num_workers > shards:
         rank_zero_info(f"{type(datamodule).__name__}: the {split} stream has {shards} shard(s) per rank, so it uses "

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from stoker.samplers.base import ResumableSampler
-from stoker.samplers.shard_plan import ShardMode, ShardPlan
+from stoker.samplers.shard_plan import ShardMode, ShardPlan, enough_batches
 from stoker.seeds import derive_seed
 
 
@@ -123,7 +123,10 @@ class LengthGroupedBatchSampler(ResumableSampler):
         self.mega_batch_factor = mega_batch_factor
         rows = len(self.lengths) - len(self.lengths) % batch_size if drop_last else len(self.lengths)
         mode: ShardMode = ("cut" if drop_last else "pad") if even else "unrepeated"
-        self.plan = ShardPlan(-(-rows // batch_size), self.num_replicas, mode=mode)
+        batches = -(-rows // batch_size)
+        if mode == "unrepeated":  # evaluation splits batches until every rank has one (see global_batches)
+            batches = max(batches, min(rows, self.num_replicas))
+        self.plan = ShardPlan(batches, self.num_replicas, mode=mode)
 
     @property
     def padding_batches(self) -> int:
@@ -131,12 +134,17 @@ class LengthGroupedBatchSampler(ResumableSampler):
         return self.plan.padding
 
     def global_batches(self, epoch: int | None = None) -> list[list[int]]:
-        """Every rank's batches of an epoch, before sharding (identical on every rank)."""
+        """Every rank's batches of an epoch, before sharding (identical on every rank).
+
+        In evaluation there is a batch for every rank whenever there is a row for every rank
+        (:func:`~stoker.samplers.shard_plan.enough_batches`), so no rank is left without a step.
+        """
         epoch = self.epoch if epoch is None else epoch
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "length_grouped", epoch)) \
             if self.shuffle else None
-        return length_grouped_batches(self.lengths, self.batch_size, generator=generator,
-                                      mega_batch_factor=self.mega_batch_factor, drop_last=self.drop_last)
+        batches = length_grouped_batches(self.lengths, self.batch_size, generator=generator,
+                                         mega_batch_factor=self.mega_batch_factor, drop_last=self.drop_last)
+        return batches if self.plan.mode != "unrepeated" else enough_batches(batches, self.num_replicas)
 
     def rank_batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch, in order (the full list, ignoring any resume point)."""

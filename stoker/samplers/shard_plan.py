@@ -152,3 +152,21 @@ def worker_batches(num_batches: int, worker: int, workers: int) -> int:
     if not 0 <= worker < workers:
         raise ValueError(f"worker must be in [0, {workers}), got {worker}")
     return num_batches // workers + (1 if worker < num_batches % workers else 0)
+
+
+def enough_batches(batches: Sequence[Sequence[T]], num_replicas: int) -> list[list[T]]:
+    """Evaluation batches split until there is one for every rank (while any batch holds two items or more).
+
+    Evaluation deals whole batches over the ranks, each exactly once; with fewer batches than ranks a
+    rank would get none, run no validation step and leave the others waiting in the epoch-end metric
+    reduction. Splitting the largest batch in two (the same way on every rank) gives every rank a batch
+    as long as there are at least as many items as ranks; the order of the items is kept.
+    """
+    out = [list(batch) for batch in batches]
+    while 0 < len(out) < num_replicas:
+        largest = max(range(len(out)), key=lambda i: len(out[i]))
+        if len(out[largest]) < 2:
+            break
+        batch = out[largest]
+        out[largest:largest + 1] = [batch[: len(batch) // 2], batch[len(batch) // 2:]]
+    return out

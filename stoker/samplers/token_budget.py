@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from stoker.samplers.base import ResumableSampler
-from stoker.samplers.shard_plan import ShardPlan
+from stoker.samplers.shard_plan import ShardPlan, enough_batches
 from stoker.seeds import derive_seed
 
 Cost = Literal["padded", "sum"]
@@ -151,9 +151,11 @@ class TokenBudgetBatchSampler(ResumableSampler):
                 if self.shuffle else None
             # Keep epoch 0's plan (it sizes the epoch) and the latest one.
             self._plans = {k: v for k, v in self._plans.items() if k == 0}
-            self._plans[key] = token_budget_batches(
+            planned = token_budget_batches(
                 self.lengths, self.max_tokens, generator=generator, cost=self.cost, pad_multiple=self.pad_multiple,
                 window=self.window, max_batch_size=self.max_batch_size)
+            # Evaluation: a batch for every rank whenever there is an item for every rank (no rank without a step).
+            self._plans[key] = planned if self.even else enough_batches(planned, self.num_replicas)
         return self._plans[key]
 
     def _fitted(self) -> list[list[int]]:

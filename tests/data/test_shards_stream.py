@@ -123,14 +123,17 @@ def test_metadata_promising_more_samples_than_the_shards_hold_fails_before_train
         stream.prepare(0)
 
 
-@pytest.mark.parametrize(("world", "workers"), [(1, 2), (2, 0), (3, 2)])
-def test_evaluation_reads_every_sample_exactly_once(shard_set: Path, world: int, workers: int) -> None:
-    seen = []
+@pytest.mark.parametrize(("world", "workers"), [(1, 2), (2, 0), (3, 2), (2, 1)])
+def test_evaluation_reads_every_sample_exactly_once_in_shares_that_differ_by_one(shard_set: Path, world: int,
+                                                                                 workers: int) -> None:
+    seen, shares = [], []
     for rank in range(world):
-        passes = ShardPass(str(shard_set / "val"), itemgetter("index"), rank=rank, num_replicas=world,
-                           batch_size=BATCH)
-        seen += [i for batch in _loader(passes, workers, train=False) for i in batch.tolist()]
+        passes = ShardPass(str(shard_set / "val"), itemgetter("index"), num_samples=VAL, rank=rank,
+                           num_replicas=world, batch_size=BATCH)
+        mine = [i for batch in _loader(passes, workers, train=False) for i in batch.tolist()]
+        seen, shares = seen + mine, [*shares, len(mine)]
     assert sorted(seen) == list(range(VAL))
+    assert max(shares) - min(shares) <= 1 and min(shares) > 0  # never a rank without an evaluation step
 
 
 def test_plain_http_endpoints_are_allowed_for_litdata(monkeypatch: pytest.MonkeyPatch) -> None:

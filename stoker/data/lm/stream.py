@@ -164,7 +164,7 @@ class PackedPass(_Targets, StreamPass):
     """One pass over a rank's evaluation stream, packed as it arrives; every usable example exactly once.
 
     Args:
-        dataset: The rank's tokenized ``datasets.IterableDataset``.
+        dataset: The split's tokenized ``datasets.IterableDataset`` (the whole split: see :class:`StreamPass`).
         capacity: Tokens per row.
         mode: ``"bfd"``, ``"none"`` or ``"padding_free"``.
         overflow: What happens to an example longer than a row.
@@ -173,17 +173,20 @@ class PackedPass(_Targets, StreamPass):
         mlm_seed: The run's seed for masked-LM pieces (``None``: no masking).
         open_rows: Rows the packer keeps open.
         rank: This rank.
+        world: The number of ranks.
     """
 
     def __init__(self, dataset: Any, *, capacity: int, mode: Packing, overflow: Overflow, overlap: int = 1,
-                 labels: bool = False, mlm_seed: int | None = None, open_rows: int = 8, rank: int = 0) -> None:
-        super().__init__(dataset, columns=["input_ids", "labels"] if labels else ["input_ids"])
+                 labels: bool = False, mlm_seed: int | None = None, open_rows: int = 8, rank: int = 0,
+                 world: int = 1) -> None:
+        super().__init__(dataset, columns=["input_ids", "labels"] if labels else ["input_ids"], rank=rank,
+                         world=world)
         self.capacity, self.mode, self.overflow, self.overlap = capacity, mode, overflow, overlap
-        self.labels, self.mlm_seed, self.open_rows, self.rank = labels, mlm_seed, open_rows, rank
+        self.labels, self.mlm_seed, self.open_rows = labels, mlm_seed, open_rows
 
     def _rows(self, worker: int) -> Iterator[list[Piece]]:  # type: ignore[override]
         packer, count = OnlinePacker(self.capacity, self.mode, self.open_rows), 0
-        rows = (r for r in self.dataset if self._usable(r, worker))
+        rows = (r for r in self._mine() if self._usable(r, worker))
         done = False
         while not done:
             example = next(rows, None)

@@ -222,20 +222,36 @@ class FixedLengthStream(_CountingStream):
 class StreamPass(_CountingStream):
     """One pass over a rank's evaluation stream: every usable row once, in order; skipped rows counted.
 
-    No fixed length: ranks may run different numbers of batches (evaluation has no gradient all-reduce),
-    and over the ranks every example of the split is seen exactly once.
+    Every rank reads the whole split and keeps every ``world``-th row (``rank``, ``rank + world``, ...,
+    counted per loader worker, each worker reading its own shards): over the ranks every example is seen
+    exactly once, and the ranks' shares differ by at most one row per loader worker, where splitting by
+    node (whole shards per rank) could leave one rank with most of the split or none of it, and a rank
+    with no evaluation step hangs the others in the epoch-end metric reduction. The price is that every
+    rank reads the evaluation split, which is small beside training.
 
     Args:
-        dataset: The rank's tokenized ``datasets.IterableDataset`` (already split by node).
+        dataset: The split's tokenized ``datasets.IterableDataset`` (the whole split, not split by node).
         columns: Columns handed to the collator.
+        rank: This rank.
+        world: The number of ranks.
     """
+
+    def __init__(self, dataset: Any, columns: list[str], *, rank: int = 0, world: int = 1) -> None:
+        super().__init__(dataset, columns)
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = worker_slot()[0]
         self._counts[worker, 1:] = 0
         return self._rows(worker)
 
+    def _mine(self) -> Iterator[dict[str, Any]]:
+        """This rank's rows of the split: every ``world``-th, starting at ``rank`` (unusable ones included)."""
+        for number, row in enumerate(self.dataset):
+            if number % self.world == self.rank:
+                yield row
+
     def _rows(self, worker: int) -> Iterator[dict[str, Any]]:
-        for row in self.dataset:
+        for row in self._mine():
             if self._usable(row, worker):
                 yield {key: row[key] for key in self.columns}

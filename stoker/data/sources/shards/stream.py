@@ -263,18 +263,44 @@ class StreamPosition:
 class ShardPass(_LitdataSplit):
     """One pass over a rank's evaluation share, in packing order: over the ranks every sample exactly once.
 
-    No length: ranks may read different numbers of batches (see the module docstring), and an
-    evaluation loop without a length reads its loader to the end.
+    The rank's share is a contiguous block of the split's packed positions (blocks differ by at most one
+    sample, so no rank is left without a step when there are at least as many samples as ranks), cut
+    again into contiguous blocks for the loader's workers, and read by position through litdata (whole
+    chunks, downloaded once each, stay with one rank). litdata's own uneven split of an evaluation set
+    could give a rank nothing (20 samples, batches of 16, 2 ranks: 0 and 20), and a rank without an
+    evaluation step hangs the others in the epoch-end metric reduction.
+
+    Args:
+        num_samples: Samples in the split.
+        location: See :class:`_LitdataSplit` (so are the other arguments).
     """
+
+    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, num_samples: int, rank: int,
+                 num_replicas: int, batch_size: int, seed: int = 0, cache_dir: str | None = None,
+                 max_cache_size: str | None = None, storage_options: dict[str, Any] | None = None,
+                 damaged: tuple[str, ...] = ()) -> None:
+        super().__init__(location, decode, rank=rank, num_replicas=num_replicas, batch_size=batch_size, seed=seed,
+                         cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options,
+                         damaged=damaged)
+        self.num_samples = num_samples
+
+    def positions(self, worker: int = 0, workers: int = 1) -> range:
+        """The packed positions worker ``worker`` of this rank reads."""
+        first, last = _block(self.num_samples, self.rank, self.num_replicas)
+        start, stop = _block(last - first, worker, workers)
+        return range(first + start, first + stop)
 
     def __iter__(self) -> Iterator[Any]:
         worker, workers = worker_slot()
         self._passes[worker] += 1
-        return self._samples(workers)
+        return self._samples(self.positions(worker, workers))
 
-    def _samples(self, workers: int) -> Iterator[Any]:
-        ds = self.dataset(workers)
-        ds.reset_state_dict()
-        ds.set_epoch(1)
-        for item in ds:
-            yield self.decode(item)
+    def _samples(self, positions: range) -> Iterator[Any]:
+        ds = self.dataset(1)
+        for position in positions:
+            yield self.decode(ds[position])
+
+
+def _block(total: int, part: int, parts: int) -> tuple[int, int]:
+    """``[start, stop)`` of part ``part`` of ``total`` items cut into ``parts`` contiguous blocks differing by one."""
+    return part * total // parts, (part + 1) * total // parts
