@@ -113,3 +113,42 @@ def reseed_worker() -> None:
     worker = info.id if info is not None else 0
     seed_generators(seeding.worker_seed(worker, epoch))
     _WORKER_STATE["epoch"] = epoch
+
+
+class SampleSeeding:
+    """Augmentation randomness per sample: ``(seed, "augment", epoch, sample)``, whoever loads it.
+
+    A worker's stream (:class:`WorkerSeeding`) depends on which worker drew which sample, so a run
+    resumed mid-epoch, or on another number of ranks or workers, crops and flips the rest of the
+    epoch differently from an uninterrupted run. Seeding each sample's transform from the epoch and
+    the sample's identity instead (its position in the split) gives every sample the same draws
+    wherever and whenever it is loaded: a resumed run trains on exactly the tensors the uninterrupted
+    run would have. The transform runs inside ``torch.random.fork_rng``, so the process's own stream
+    (dropout in the main process with ``num_workers=0``) is left as it was.
+
+    Args:
+        seed: The run's seed.
+        epoch_counter: A shared value holding the epoch (the sampler's or the stream's), or ``None`` (epoch 0).
+    """
+
+    def __init__(self, seed: int = 0, epoch_counter: Any = None) -> None:
+        self.seed = int(seed)
+        self.epoch_counter = epoch_counter
+
+    @property
+    def epoch(self) -> int:
+        return 0 if self.epoch_counter is None else int(self.epoch_counter.value)
+
+    def seed_of(self, sample: int, epoch: int | None = None, part: str = "augment") -> int:
+        """The seed of ``sample``'s draws for ``part`` (``"augment"``, ``"read"``...) in ``epoch`` (default: now)."""
+        return derive_seed(self.seed, part, self.epoch if epoch is None else epoch, int(sample))
+
+    def generator(self, sample: int, epoch: int | None = None, part: str = "augment") -> torch.Generator:
+        """A CPU generator of ``sample``'s draws (for code that takes one)."""
+        return torch.Generator().manual_seed(self.seed_of(sample, epoch, part))
+
+    def run(self, function: Any, value: Any, sample: int, epoch: int | None = None, part: str = "augment") -> Any:
+        """``function(value)`` with torch's global generator seeded for ``sample``, then restored."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed_of(sample, epoch, part))
+            return function(value)

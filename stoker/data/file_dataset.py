@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from stoker.seeds import reseed_worker
+from stoker.seeds import SampleSeeding, reseed_worker
 from stoker.data.sources.base import Source
 from stoker.data.sources.labels import Label
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip, load_clip_bytes
@@ -75,6 +75,12 @@ class FileDataset(Dataset):
         self.samples = samples
         self.on_bad_sample = on_bad_sample
         self.num_classes = num_classes
+        # Per-sample augmentation draws; the loader binds the run's seed and its sampler's epoch (bind_seeding).
+        self.seeding = SampleSeeding()
+
+    def bind_seeding(self, seeding: SampleSeeding) -> None:
+        """Draw each sample's augmentation from ``seeding`` (the run's seed and the loader's epoch)."""
+        self.seeding = seeding
 
     @property
     def root(self) -> Path | None:
@@ -121,7 +127,8 @@ class FileDataset(Dataset):
         key, label = self.samples[index]
         start = time.perf_counter()
         try:
-            decoded = self.read(key)
+            # A random crop of a recording is drawn while reading: from the sample's own seed too.
+            decoded = self.seeding.run(self.read, key, index, part="read")
         except (ImageDecodeError, AudioDecodeError) as err:
             if self.on_bad_sample == "skip":
                 return BadSample(key, err.reason)
@@ -131,7 +138,7 @@ class FileDataset(Dataset):
                 "(they are counted and reported at the end of each epoch)"
             ) from err
         read = time.perf_counter()
-        value = self.augment(decoded)
+        value = self.seeding.run(self.augment, decoded, index)
         # Stage times travel with the sample; SkippingCollate moves them into the batch's load profile.
         return {self.key: value, "label": self.target(label), "index": index,
                 ITEM_TIMING_KEY: (read - start, time.perf_counter() - read)}

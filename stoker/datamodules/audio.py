@@ -15,6 +15,7 @@ from stoker.data.sources import Pairs, Source
 from stoker.data.sources.folder_tree import read_path_list
 from stoker.data.sources.shards.items import AudioItems
 from stoker.datamodules.source import SourceDataModule, Verify
+from stoker.seeds import derive_seed
 
 
 class AudioDataModule(SourceDataModule):
@@ -195,7 +196,12 @@ class AudioDataModule(SourceDataModule):
         with torch.no_grad():
             spec = self.features_on(audio.device)(audio)
             if training:
-                spec = spec_augment(spec, **self.augment_kwargs)
+                # Each clip's masks from (seed, epoch, sample): the same whichever batch or resumed run it is in.
+                epoch = self.trainer.current_epoch if self.trainer is not None else 0
+                indices = batch.get("index")
+                seeds = ([derive_seed(self.seed, "specaugment", epoch, int(i)) for i in indices.tolist()]
+                         if isinstance(indices, torch.Tensor) else None)
+                spec = spec_augment(spec, **self.augment_kwargs, seeds=seeds)
         batch[self.input_key] = spec
         return batch
 

@@ -18,6 +18,7 @@ from stoker.data.loader import build_loader, default_num_workers, own_state, per
 from stoker.data.secrets import without_secrets
 from stoker.profiling.attribution import PROFILE_KEY, LoadProfile, ProfiledCollate
 from stoker.samplers.base import ResumableSampler
+from stoker.seeds import SampleSeeding
 from stoker.transforms.image import normalize_uint8
 
 
@@ -195,6 +196,12 @@ class StokerDataModule(L.LightningDataModule):
         )
         if train:
             self.track_train_sampler(loader.sampler)
+        bind = getattr(dataset, "bind_seeding", None)
+        if callable(bind):  # each sample's augmentation from (seed, epoch, sample), wherever it is loaded
+            epochs = getattr(loader.sampler, "epoch_counter", None)  # (a shared counter at 0 is falsy: no `or`)
+            if epochs is None:
+                epochs = getattr(dataset, "epoch_counter", None)  # a stream that counts its own epochs
+            bind(SampleSeeding(self.seed, epochs))
         if train and not isinstance(dataset, IterableDataset) and len(loader) == 0:
             raise ValueError(
                 f"{type(self).__name__}: the training split has {len(dataset)} samples, which gives each of "  # type: ignore[arg-type]

@@ -31,8 +31,39 @@ _DALI_UNREADABLE_SUFFIXES: frozenset[str] = frozenset({".gif"})
 _DEVICE_MEMORY_PADDING = 211_025_920
 _HOST_MEMORY_PADDING = 140_544_512
 
-# Name of the external source that takes encoded bytes (build_encoded_pipeline).
+# Names of the external sources: encoded bytes (build_encoded_pipeline), and each training sample's draws.
 ENCODED_INPUT = "encoded"
+DRAWS_INPUT = "draws"
+
+
+def crop_draws(seed: int, epoch: int, samples: list[int], hflip: float) -> list[np.ndarray]:
+    """Each sample's random-resized-crop and flip draws: ``float32 [u_area, u_ratio, u_x, u_y, flip]``.
+
+    Drawn on the host from ``(seed, "dali-crop", epoch, sample)``, not by DALI's generator, whose draws
+    follow the order samples pass through a pipeline: a run resumed mid-epoch (or on other ranks) would
+    crop the rest of the epoch differently. With the draws fed per sample, a sample gets the same crop and
+    flip wherever and whenever it is decoded.
+    """
+    out = []
+    for sample in samples:
+        generator = torch.Generator().manual_seed(derive_seed(seed, "dali-crop", epoch, int(sample)))
+        u = torch.rand(5, generator=generator, dtype=torch.float64)
+        out.append(np.array([u[0], u[1], u[2], u[3], float(u[4] < hflip)], dtype=np.float32))
+    return out
+
+
+class _DrawsSource:
+    """Feeds a file-reader pipeline its draws batch by batch, in the reader's order (the last batch padded)."""
+
+    def __init__(self, draws: list[np.ndarray], batch_size: int) -> None:
+        self.draws, self.batch_size = draws, batch_size
+
+    def __call__(self, iteration: int) -> list[np.ndarray]:
+        start = iteration * self.batch_size
+        batch = self.draws[start:start + self.batch_size]
+        if not batch:
+            raise StopIteration
+        return batch + [batch[-1]] * (self.batch_size - len(batch))  # the reader repeats its last sample too
 
 
 
@@ -98,8 +129,8 @@ class PipelineSpec:
     prefetch_queue_depth: int
 
 
-def _image_graph(spec: PipelineSpec, positions: list[int]) -> Any:
-    from nvidia.dali import fn
+def _image_graph(spec: PipelineSpec, positions: list[int], draws: list[np.ndarray] | None) -> Any:
+    from nvidia.dali import fn, types
 
     # The reader reads exactly this rank's positions of this epoch, in order, as the stoker sampler
     # chose them (one shard arithmetic and one seed scheme for both back ends; a resumed epoch starts
@@ -109,7 +140,12 @@ def _image_graph(spec: PipelineSpec, positions: list[int]) -> Any:
         file_root=spec.file_root, files=[spec.files[i] for i in positions], labels=positions,
         random_shuffle=False, pad_last_batch=True, name="reader",
     )
-    return _decode_graph(spec, encoded), index
+    fed = None
+    if spec.train:
+        assert draws is not None
+        fed = fn.external_source(source=_DrawsSource(draws, spec.batch_size), batch=True, name=DRAWS_INPUT,
+                                 dtype=types.DALIDataType.FLOAT)
+    return _decode_graph(spec, encoded, fed), index
 
 
 def _encoded_graph(spec: PipelineSpec) -> Any:
@@ -118,12 +154,21 @@ def _encoded_graph(spec: PipelineSpec) -> Any:
     # Encoded bytes fed by the host, one batch per run (a stoker loader streaming shards decides what
     # each batch holds, so order, sharding and resume are the loader's). Batches may be short.
     encoded = fn.external_source(name=ENCODED_INPUT, dtype=types.DALIDataType.UINT8, batch=True, no_copy=False)
-    return _decode_graph(spec, encoded)
+    fed = (fn.external_source(name=DRAWS_INPUT, dtype=types.DALIDataType.FLOAT, batch=True, no_copy=False)
+           if spec.train else None)
+    return _decode_graph(spec, encoded, fed)
 
 
-def _decode_graph(spec: PipelineSpec, encoded: Any) -> Any:
-    """Decode, crop, resize (and in training flip) encoded images to uint8 CHW; the same for every input."""
+def _decode_graph(spec: PipelineSpec, encoded: Any, draws: Any = None) -> Any:
+    """Decode, crop, resize (and in training flip) encoded images to uint8 CHW; the same for every input.
+
+    Training crops with the per-sample ``draws`` fed from the host (:func:`crop_draws`): the window of
+    torchvision's ``RandomResizedCrop`` (area and log-uniform aspect ratio, clamped to the image, at a
+    uniform position), computed in DALI arithmetic from the encoded header's size, then decoded as a
+    region of interest (cheaper than decode-then-crop).
+    """
     from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
 
     decoder: dict[str, Any] = {"device": spec.device, "output_type": types.DALIImageType.RGB}
     if spec.device == "mixed":
@@ -136,12 +181,17 @@ def _decode_graph(spec: PipelineSpec, encoded: Any) -> Any:
     if not spec.train:
         images = fn.decoders.image(encoded, **decoder)
         return _torchvision_center_crop(fn, types, encoded, images, spec.resize_shorter, spec.image_size)
-    # Decoding only the random crop's region of interest is cheaper than decode-then-crop.
-    images = fn.decoders.image_random_crop(
-        encoded, random_area=list(spec.scale), random_aspect_ratio=list(spec.ratio), num_attempts=100, **decoder
-    )
+    shape = fn.peek_image_shape(encoded, dtype=types.DALIDataType.FLOAT)  # HWC, EXIF orientation applied
+    height, width = shape[0], shape[1]
+    area = height * width * (spec.scale[0] + draws[0] * (spec.scale[1] - spec.scale[0]))
+    low, high = float(np.log(spec.ratio[0])), float(np.log(spec.ratio[1]))
+    ratio = dmath.exp(low + draws[1] * (high - low))
+    crop_w = dmath.max(dmath.min(dmath.sqrt(area * ratio), width), 1.0)
+    crop_h = dmath.max(dmath.min(dmath.sqrt(area / ratio), height), 1.0)
+    images = fn.decoders.image_crop(encoded, crop_w=crop_w, crop_h=crop_h, crop_pos_x=draws[2], crop_pos_y=draws[3],
+                                    **decoder)
     images = fn.resize(images, resize_x=spec.image_size, resize_y=spec.image_size, antialias=True, interp_type=linear)
-    mirror = fn.random.coin_flip(probability=spec.hflip)
+    mirror = fn.cast(draws[4], dtype=types.DALIDataType.INT32)
     return fn.crop_mirror_normalize(images, dtype=uint8, output_layout="CHW", mirror=mirror)
 
 
@@ -181,7 +231,8 @@ def _crop_pos(dmath: Any, extent: Any, size: int) -> Any:
     return (start + 0.25) / dmath.max(slack, 1)
 
 
-def build_image_pipeline(spec: PipelineSpec, positions: list[int], *, seed: int) -> Any:
+def build_image_pipeline(spec: PipelineSpec, positions: list[int], *, seed: int,
+                         draws: list[np.ndarray] | None = None) -> Any:
     """Build (and start) the DALI pipeline that reads ``positions`` of ``spec.files``, in that order.
 
     crop_mirror_normalize emits uint8 CHW, not normalized float: the batch contract is uint8 on the
@@ -191,7 +242,8 @@ def build_image_pipeline(spec: PipelineSpec, positions: list[int], *, seed: int)
     Args:
         spec: The pipeline definition.
         positions: Positions into ``spec.files`` to read (one rank's share of one epoch).
-        seed: Seeds augmentation draws (differs per rank and epoch), below 2**31.
+        seed: Seeds DALI's own generator (differs per rank and epoch), below 2**31.
+        draws: Training: each position's crop and flip draws (:func:`crop_draws`), in ``positions`` order.
 
     Returns:
         A built ``nvidia.dali.Pipeline``.
@@ -203,9 +255,11 @@ def build_image_pipeline(spec: PipelineSpec, positions: list[int], *, seed: int)
 
     if not positions or min(positions) < 0 or max(positions) >= len(spec.files):
         raise ValueError(f"positions must be a non-empty list of indices into the {len(spec.files)} files")
+    if spec.train and (draws is None or len(draws) != len(positions)):
+        raise ValueError("a training pipeline needs one crop draw per position (crop_draws)")
     define = pipeline_def(_image_graph)
     pipe = define(
-        spec, positions,
+        spec, positions, draws,
         batch_size=spec.batch_size, num_threads=spec.num_threads, device_id=spec.device_id, seed=seed,
         prefetch_queue_depth=spec.prefetch_queue_depth,
     )
@@ -339,7 +393,8 @@ class DALIBatches:
         if not positions:
             return
         seed = derive_seed(self.seed, "dali", self.sampler.rank, self.sampler.epoch, bits=31)
-        self._pipe = build_image_pipeline(self.spec, positions, seed=seed)
+        draws = crop_draws(self.seed, self.sampler.epoch, positions, self.spec.hflip) if self.spec.train else None
+        self._pipe = build_image_pipeline(self.spec, positions, seed=seed, draws=draws)
         count, batch_size = len(positions), self.spec.batch_size
         for step in range(-(-count // batch_size)):
             images, index = self._pipe.run()

@@ -12,6 +12,8 @@ Framework-free: :class:`LogMelFeatures` is a plain ``nn.Module`` built on torcha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -87,12 +89,16 @@ def spec_augment(
     time_masks: int = 2,
     time_mask_width: int = 20,
     mask_value: float = 0.0,
+    seeds: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Mask random mel bands and frames of ``[N, C, n_mels, frames]``, independently per example.
 
     Each of the ``freq_masks`` (``time_masks``) masks covers a width drawn uniformly from
     ``[0, freq_mask_width)`` (``[0, time_mask_width)``) at a uniform start; widths are clipped to
-    the spectrogram, so short clips stay valid. The random draws use the device's generator.
+    the spectrogram, so short clips stay valid. Without ``seeds`` the draws use the device's
+    generator; with one seed per example they come from that example's own CPU generator, so an
+    example gets the same masks whichever batch, rank or resumed run it lands in (the stoker audio
+    DataModule passes ``(seed, "specaugment", epoch, sample)``).
 
     Raises:
         ValueError: Negative counts or widths, or a tensor that is not 4-dimensional.
@@ -105,9 +111,34 @@ def spec_augment(
                         ("time_masks", time_masks), ("time_mask_width", time_mask_width)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
+    if seeds is not None:
+        return _seeded_masks(spec, seeds, [(2, freq_masks, freq_mask_width), (3, time_masks, time_mask_width)],
+                             mask_value)
     out = spec
     for axis, count, width in ((2, freq_masks, freq_mask_width), (3, time_masks, time_mask_width)):
         width = min(width, spec.shape[axis])
         for _ in range(count if width > 0 else 0):
             out = AF.mask_along_axis_iid(out, mask_param=width, mask_value=mask_value, axis=axis)
     return out
+
+
+def _seeded_masks(spec: torch.Tensor, seeds: Sequence[int], masks: list[tuple[int, int, int]],
+                  mask_value: float) -> torch.Tensor:
+    # The distribution of torchaudio's mask_along_axis_iid (width ~ U[0, W), start ~ U[0, size - width)),
+    # drawn on the CPU per example; the masks are then applied to the whole batch on its device at once.
+    if len(seeds) != spec.shape[0]:
+        raise ValueError(f"got {len(seeds)} seeds for {spec.shape[0]} spectrograms")
+    keep = torch.ones(spec.shape[0], 1, spec.shape[2], spec.shape[3], dtype=torch.bool)
+    for row, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(int(seed))
+        for axis, count, width in masks:
+            width = min(width, spec.shape[axis])
+            for _ in range(count if width > 0 else 0):
+                span = float(torch.rand((), generator=generator)) * width
+                start = int(float(torch.rand((), generator=generator)) * (spec.shape[axis] - span))
+                stop = start + int(span)
+                if axis == 2:
+                    keep[row, :, start:stop, :] = False
+                else:
+                    keep[row, :, :, start:stop] = False
+    return spec.masked_fill(~keep.to(spec.device), mask_value)

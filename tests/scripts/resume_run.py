@@ -72,15 +72,28 @@ def build(name: str, data: Path, workers: int) -> L.LightningDataModule:
 
 
 def identities(batch: dict[str, torch.Tensor], name: str = "") -> list[str]:
-    """What identifies each sample of a batch: its dataset index, or (text) a hash of its real tokens."""
+    """What identifies each sample of a batch: its dataset index and a hash of the exact tensor the model gets
+    (the augmented image or spectrogram), or (text) a hash of its real tokens.
+
+    With the tensor in the identity, "the resumed run trained on the same samples" means the same augmented
+    tensors, bit for bit, not only the same files.
+    """
     if ":" in name:
         custom = getattr(importlib.import_module(f"tests.scripts.{name.split(':', 1)[0]}"), "identities", None)
         if custom is not None:
             return custom(batch)
     if "index" in batch:
+        media = batch.get("image", batch.get("audio"))
+        if isinstance(media, torch.Tensor):
+            return [f"{i}:{tensor_hash(media[row])}" for row, i in enumerate(batch["index"].tolist())]
         return [str(i) for i in batch["index"].tolist()]
     ids, mask = batch["input_ids"], batch["attention_mask"].bool()
     return [hashlib.sha1(str(row[keep].tolist()).encode()).hexdigest()[:16] for row, keep in zip(ids, mask)]
+
+
+def tensor_hash(tensor: torch.Tensor) -> str:
+    """A short hash of a tensor's exact bytes."""
+    return hashlib.sha1(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
 
 
 class Recorder(L.LightningModule):

@@ -26,7 +26,7 @@ import torch
 from stoker.data.file_dataset import SKIPPED_KEY, BadSamplePolicy, SampleReadError
 from stoker.seeds import derive_seed
 from stoker.data.sources.shards.items import SampleLocator
-from stoker.io.dali import ENCODED_INPUT, PipelineSpec, build_encoded_pipeline, to_torch
+from stoker.io.dali import DRAWS_INPUT, ENCODED_INPUT, PipelineSpec, build_encoded_pipeline, crop_draws, to_torch
 from stoker.io.image import ImageDecodeError, decode_image_bytes
 
 
@@ -60,6 +60,7 @@ class ShardDALIBatches:
         self.seed, self.rank, self.device, self.on_bad_sample = seed, rank, device, on_bad_sample
         self.input_key, self.target_key, self.epoch_of = input_key, target_key, epoch_of
         self.epoch = 0  # iterations started (seeds the augmentation draws without an epoch_of)
+        self._epoch = 0  # the epoch of the running iteration
         self._pipe: Any = None
 
     def __len__(self) -> int:
@@ -78,6 +79,7 @@ class ShardDALIBatches:
         if self.epoch_of is not None:
             epoch = self.epoch_of()  # a resumed run counts on from the checkpoint's epoch, not from 0
         seed = derive_seed(self.seed, "dali-shards", self.rank, epoch, bits=31)
+        self._epoch = epoch  # each sample's crop and flip are drawn from (seed, epoch, index): see crop_draws
         self._pipe = build_encoded_pipeline(self.spec, seed=seed)
         try:
             for batch in self.loader:
@@ -87,7 +89,7 @@ class ShardDALIBatches:
 
     def _decode(self, batch: dict[str, Any], seed: int) -> dict[str, Any]:
         try:
-            images = self._run(batch["data"])
+            images = self._run(batch["data"], batch["index"].tolist())
         except RuntimeError as err:
             return self._without_bad_samples(batch, err, seed)
         out = {self.input_key: images, self.target_key: batch["label"], "index": batch["index"]}
@@ -95,8 +97,10 @@ class ShardDALIBatches:
             out[SKIPPED_KEY] = batch[SKIPPED_KEY]
         return out
 
-    def _run(self, data: list[Any]) -> torch.Tensor:
+    def _run(self, data: list[Any], samples: list[int]) -> torch.Tensor:
         self._pipe.feed_input(ENCODED_INPUT, data)
+        if self.spec.train:
+            self._pipe.feed_input(DRAWS_INPUT, crop_draws(self.seed, self._epoch, samples, self.spec.hflip))
         (images,) = self._pipe.run()
         return to_torch(images, self.device)
 
@@ -118,7 +122,7 @@ class ShardDALIBatches:
                                   "pack`, or set on_bad_sample='skip' to leave such samples out") from err
         keep = [i for i in range(len(batch["data"])) if i not in bad]
         self._pipe = build_encoded_pipeline(self.spec, seed=seed)  # a failed DALI pipeline cannot run again
-        images = self._run([batch["data"][i] for i in keep])
+        images = self._run([batch["data"][i] for i in keep], [int(batch["index"][i]) for i in keep])
         picked = torch.tensor(keep, dtype=torch.int64)
         return {self.input_key: images, self.target_key: batch["label"][picked], "index": batch["index"][picked],
                 SKIPPED_KEY: [[where, reason] for where, reason in named.items()]}

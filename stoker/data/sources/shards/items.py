@@ -17,7 +17,7 @@ import torch
 
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSample, BadSamplePolicy, SampleReadError
 from stoker.data.litdata_compat import DAMAGED_KEY
-from stoker.seeds import reseed_worker
+from stoker.seeds import SampleSeeding, reseed_worker
 from stoker.data.sources.shards.meta import SplitChunks, join
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip_bytes
 from stoker.io.image import ImageDecodeError, decode_image_bytes
@@ -46,6 +46,11 @@ class _Items:
             raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
         self.locator = locator
         self.on_bad_sample = on_bad_sample
+        self.seeding = SampleSeeding()  # bound to the run's seed and the stream's epoch by the loader
+
+    def bind_seeding(self, seeding: SampleSeeding) -> None:
+        """Draw each sample's crops and flips from ``(seed, epoch, packed position)`` (see :class:`SampleSeeding`)."""
+        self.seeding = seeding
 
     def load(self, data: bytes, key: str) -> torch.Tensor:
         raise NotImplementedError
@@ -55,7 +60,7 @@ class _Items:
         if DAMAGED_KEY in item:
             return damaged_sample(item, self.locator, self.on_bad_sample)
         try:
-            value = self.load(item["data"], str(item["key"]))
+            value = self.seeding.run(lambda data: self.load(data, str(item["key"])), item["data"], int(item["index"]))
         except self.errors as err:
             reason = getattr(err, "reason", str(err))
             where = self.locator.describe(item)

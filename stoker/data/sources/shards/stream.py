@@ -129,6 +129,12 @@ class _LitdataSplit(IterableDataset):
         ds.set_num_workers(workers)
         return ds
 
+    def bind_seeding(self, seeding: Any) -> None:
+        """Hand the per-sample seeding to the decoder (its crops and flips), as the map-style datasets take it."""
+        bind = getattr(self.decode, "bind_seeding", None)
+        if callable(bind):
+            bind(seeding)
+
     def __getitem__(self, position: int) -> Any:
         """The sample packed at ``position``, decoded (random access for sample grids and reports, not training)."""
         return self.decode(self.dataset(1)[int(position)])
