@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,16 @@ def reseed_worker() -> None:
     _WORKER_STATE["epoch"] = epoch
 
 
+_GLOBAL_RNG = threading.Lock()  # torch's global generator is one per process, shared by loader threads
+
+
+class _FixedEpoch:
+    """An epoch counter frozen at a value (what a pickled :class:`SampleSeeding` keeps)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
 class SampleSeeding:
     """Augmentation randomness per sample: ``(seed, "augment", epoch, sample)``, whoever loads it.
 
@@ -123,8 +134,8 @@ class SampleSeeding:
     epoch differently from an uninterrupted run. Seeding each sample's transform from the epoch and
     the sample's identity instead (its position in the split) gives every sample the same draws
     wherever and whenever it is loaded: a resumed run trains on exactly the tensors the uninterrupted
-    run would have. The transform runs inside ``torch.random.fork_rng``, so the process's own stream
-    (dropout in the main process with ``num_workers=0``) is left as it was.
+    run would have. Each sample gets generators of its own (:meth:`generator`), so loader threads never
+    share a stream and the process's own (dropout in the main process) is left alone.
 
     Args:
         seed: The run's seed.
@@ -139,6 +150,13 @@ class SampleSeeding:
     def epoch(self) -> int:
         return 0 if self.epoch_counter is None else int(self.epoch_counter.value)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A shared counter belongs to its process tree (forked workers share it); a pickled copy keeps its value.
+        state = self.__dict__.copy()
+        if state["epoch_counter"] is not None:
+            state["epoch_counter"] = _FixedEpoch(int(state["epoch_counter"].value))
+        return state
+
     def seed_of(self, sample: int, epoch: int | None = None, part: str = "augment") -> int:
         """The seed of ``sample``'s draws for ``part`` (``"augment"``, ``"read"``...) in ``epoch`` (default: now)."""
         return derive_seed(self.seed, part, self.epoch if epoch is None else epoch, int(sample))
@@ -148,7 +166,11 @@ class SampleSeeding:
         return torch.Generator().manual_seed(self.seed_of(sample, epoch, part))
 
     def run(self, function: Any, value: Any, sample: int, epoch: int | None = None, part: str = "augment") -> Any:
-        """``function(value)`` with torch's global generator seeded for ``sample``, then restored."""
-        with torch.random.fork_rng(devices=[]):
+        """``function(value)`` with torch's global generator seeded for ``sample``, then restored.
+
+        For code that draws from the global generator (prefer :meth:`generator`): calls are serialized,
+        since threads share that generator.
+        """
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_of(sample, epoch, part))
             return function(value)

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from stoker.seeds import SampleSeeding, reseed_worker
+from stoker.transforms.seeded import apply_seeded
 from stoker.data.sources.base import Source
 from stoker.data.sources.labels import Label
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip, load_clip_bytes
@@ -87,28 +88,29 @@ class FileDataset(Dataset):
         """The folder of a class-folder source (``None`` for others)."""
         return getattr(self.source, "root", None)
 
-    def read_file(self, path: Path) -> torch.Tensor:
-        """Decode one file (raises ``ImageDecodeError``/``AudioDecodeError`` when it cannot)."""
+    def read_file(self, path: Path, generator: torch.Generator) -> torch.Tensor:
+        """Decode one file (raises ``ImageDecodeError``/``AudioDecodeError`` when it cannot); random choices
+        made while reading (a recording's crop) come from ``generator``."""
         raise NotImplementedError
 
-    def read_data(self, data: bytes, name: str) -> torch.Tensor:
+    def read_data(self, data: bytes, name: str, generator: torch.Generator) -> torch.Tensor:
         """Decode one sample's encoded bytes."""
         raise NotImplementedError
 
-    def read(self, key: str) -> torch.Tensor:
+    def read(self, key: str, generator: torch.Generator) -> torch.Tensor:
         """Read and decode one sample through its source."""
         path = self.source.local_path(key)
         if path is not None:
-            return self.read_file(path)
+            return self.read_file(path, generator)
         name = self.source.name_of(key)
         try:
             data = self.source.read_bytes(key)
         except OSError as err:
             raise ImageDecodeError(name, f"unreadable ({err.strerror or err})") from err
-        return self.read_data(data, name)
+        return self.read_data(data, name, generator)
 
-    def augment(self, value: torch.Tensor) -> torch.Tensor:
-        """The CPU transform of a decoded sample (none by default)."""
+    def augment(self, value: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The CPU transform of a decoded sample (none by default), its random draws from ``generator``."""
         return value
 
     def target(self, label: Label) -> int | torch.Tensor:
@@ -127,8 +129,9 @@ class FileDataset(Dataset):
         key, label = self.samples[index]
         start = time.perf_counter()
         try:
-            # A random crop of a recording is drawn while reading: from the sample's own seed too.
-            decoded = self.seeding.run(self.read, key, index, part="read")
+            # Every random choice for this sample comes from its own generators, seeded from (seed, epoch, index):
+            # the same wherever (worker, thread, rank) and whenever (a resumed run) the sample is loaded.
+            decoded = self.read(key, self.seeding.generator(index, part="read"))
         except (ImageDecodeError, AudioDecodeError) as err:
             if self.on_bad_sample == "skip":
                 return BadSample(key, err.reason)
@@ -138,7 +141,7 @@ class FileDataset(Dataset):
                 "(they are counted and reported at the end of each epoch)"
             ) from err
         read = time.perf_counter()
-        value = self.seeding.run(self.augment, decoded, index)
+        value = self.augment(decoded, self.seeding.generator(index))
         # Stage times travel with the sample; SkippingCollate moves them into the batch's load profile.
         return {self.key: value, "label": self.target(label), "index": index,
                 ITEM_TIMING_KEY: (read - start, time.perf_counter() - read)}
@@ -160,14 +163,14 @@ class ImageFileDataset(FileDataset):
         super().__init__(source, samples, on_bad_sample=on_bad_sample, num_classes=num_classes)
         self.transform = transform
 
-    def read_file(self, path: Path) -> torch.Tensor:
+    def read_file(self, path: Path, generator: torch.Generator) -> torch.Tensor:
         return read_image(path)
 
-    def read_data(self, data: bytes, name: str) -> torch.Tensor:
+    def read_data(self, data: bytes, name: str, generator: torch.Generator) -> torch.Tensor:
         return decode_image_bytes(data, name)
 
-    def augment(self, value: torch.Tensor) -> torch.Tensor:
-        return self.transform(value) if self.transform is not None else value
+    def augment(self, value: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return apply_seeded(self.transform, value, generator)
 
 
 class AudioFileDataset(FileDataset):
@@ -192,12 +195,13 @@ class AudioFileDataset(FileDataset):
         self.num_samples = num_samples
         self.mode = mode
 
-    def read_file(self, path: Path) -> torch.Tensor:
-        return load_clip(path, sample_rate=self.sample_rate, num_samples=self.num_samples, mode=self.mode)
+    def read_file(self, path: Path, generator: torch.Generator) -> torch.Tensor:
+        return load_clip(path, sample_rate=self.sample_rate, num_samples=self.num_samples, mode=self.mode,
+                         generator=generator)
 
-    def read_data(self, data: bytes, name: str) -> torch.Tensor:
+    def read_data(self, data: bytes, name: str, generator: torch.Generator) -> torch.Tensor:
         return load_clip_bytes(data, sample_rate=self.sample_rate, num_samples=self.num_samples, mode=self.mode,
-                               name=name)
+                               name=name, generator=generator)
 
 
 class SkippingCollate:

@@ -18,6 +18,7 @@ import torch
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSample, BadSamplePolicy, SampleReadError
 from stoker.data.litdata_compat import DAMAGED_KEY
 from stoker.seeds import SampleSeeding, reseed_worker
+from stoker.transforms.seeded import apply_seeded
 from stoker.data.sources.shards.meta import SplitChunks, join
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip_bytes
 from stoker.io.image import ImageDecodeError, decode_image_bytes
@@ -52,7 +53,7 @@ class _Items:
         """Draw each sample's crops and flips from ``(seed, epoch, packed position)`` (see :class:`SampleSeeding`)."""
         self.seeding = seeding
 
-    def load(self, data: bytes, key: str) -> torch.Tensor:
+    def load(self, data: bytes, key: str, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any] | BadSample:
@@ -60,7 +61,7 @@ class _Items:
         if DAMAGED_KEY in item:
             return damaged_sample(item, self.locator, self.on_bad_sample)
         try:
-            value = self.seeding.run(lambda data: self.load(data, str(item["key"])), item["data"], int(item["index"]))
+            value = self.load(item["data"], str(item["key"]), self.seeding.generator(int(item["index"])))
         except self.errors as err:
             reason = getattr(err, "reason", str(err))
             where = self.locator.describe(item)
@@ -84,9 +85,8 @@ class ImageItems(_Items):
         super().__init__(locator, on_bad_sample=on_bad_sample)
         self.transform = transform
 
-    def load(self, data: bytes, key: str) -> torch.Tensor:
-        image = decode_image_bytes(data, key)
-        return self.transform(image) if self.transform is not None else image
+    def load(self, data: bytes, key: str, generator: torch.Generator) -> torch.Tensor:
+        return apply_seeded(self.transform, decode_image_bytes(data, key), generator)
 
 
 class AudioItems(_Items):
@@ -99,9 +99,9 @@ class AudioItems(_Items):
         super().__init__(locator, on_bad_sample=on_bad_sample)
         self.sample_rate, self.num_samples, self.mode = sample_rate, num_samples, mode
 
-    def load(self, data: bytes, key: str) -> torch.Tensor:
+    def load(self, data: bytes, key: str, generator: torch.Generator) -> torch.Tensor:
         return load_clip_bytes(data, sample_rate=self.sample_rate, num_samples=self.num_samples, mode=self.mode,
-                               name=key)
+                               name=key, generator=generator)
 
 
 def damaged_sample(item: dict[str, Any], locator: SampleLocator, on_bad_sample: BadSamplePolicy) -> BadSample:
