@@ -8,33 +8,62 @@ stoker's one mid-epoch resume mechanism.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
+import warnings
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data._utils.pin_memory import pin_memory
 from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.stateful_dataloader import (
+    _ITERATOR_FINISHED,
+    _StatefulSingleProcessDataLoaderIter,
+)
 
 from stoker.seeds import WorkerSeeding, derive_seed
 from stoker.samplers.distributed import ResumableDistributedSampler
 
 
 MAX_WORKERS = 256  # loader workers a stoker stream keeps shared counters for
+WorkerType = Literal["process", "thread"]
+WORKER_TYPES: tuple[str, ...] = ("process", "thread")
+_THREAD_SLOT = threading.local()  # a loader thread's (id, workers), set when the pool starts it
 
 
 def worker_slot() -> tuple[int, int]:
-    """``(this worker's id, the loader's workers)``; ``(0, 1)`` in the main process.
+    """``(this worker's id, the loader's workers)``: a worker process's, a loader thread's, or ``(0, 1)`` elsewhere.
 
     Raises:
         ValueError: More workers than the streams' shared counters hold (:data:`MAX_WORKERS`).
     """
     info = get_worker_info()
-    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    slot = getattr(_THREAD_SLOT, "slot", None)
+    if info is not None:
+        worker, workers = info.id, info.num_workers
+    elif slot is not None:
+        worker, workers = slot
+    else:
+        worker, workers = 0, 1
     if worker >= MAX_WORKERS:
         raise ValueError(f"a stoker stream supports at most {MAX_WORKERS} loader workers, got {workers}")
     return worker, workers
+
+
+def current_worker() -> int:
+    """The id of the worker (process or thread) running this code, or -1 in the main process (for attribution)."""
+    info = get_worker_info()
+    if info is not None:
+        return int(info.id)
+    slot = getattr(_THREAD_SLOT, "slot", None)
+    return int(slot[0]) if slot is not None else -1
 
 
 def available_cores() -> int:
@@ -88,21 +117,155 @@ def own_state(state: dict[str, Any], rank: int, num_replicas: int) -> dict[str, 
 
 
 class StokerDataLoader(StatefulDataLoader):
-    """torchdata's ``StatefulDataLoader`` whose checkpointed state holds every rank's position.
+    """torchdata's ``StatefulDataLoader`` whose checkpointed state holds every rank's position, with process or
+    thread workers.
 
     Built by :func:`build_loader`; ``state_dict``/``load_state_dict`` wrap torchdata's with
     :func:`per_rank_state`/:func:`own_state`, so each rank resumes at its own position.
+
+    ``worker_type="thread"`` loads with ``thread_workers`` threads of this process instead of worker
+    processes (see :class:`_ThreadedIter`): torchdata's single-process loader, whose batches are fetched
+    ahead by a thread pool. Its state is the single-process loader's, taken when each batch's indices
+    were handed out, so it resumes exactly and a process-worker checkpoint's sampler position applies.
     """
 
-    def __init__(self, dataset: Any, *, rank: int = 0, num_replicas: int = 1, **kwargs: Any) -> None:
+    def __init__(self, dataset: Any, *, rank: int = 0, num_replicas: int = 1, worker_type: WorkerType = "process",
+                 thread_workers: int = 0, thread_prefetch: int = 2, **kwargs: Any) -> None:
+        if worker_type not in WORKER_TYPES:
+            raise ValueError(f"worker_type must be one of {WORKER_TYPES}, got {worker_type!r}")
         super().__init__(dataset, **kwargs)
         self.rank, self.num_replicas = rank, num_replicas
+        self.worker_type, self.thread_workers, self.thread_prefetch = worker_type, thread_workers, thread_prefetch
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def loading_workers(self) -> int:
+        """Workers loading in parallel, processes or threads."""
+        return self.thread_workers if self.worker_type == "thread" else self.num_workers
+
+    def thread_pool(self) -> ThreadPoolExecutor:
+        """The loader's threads, started on first use and kept across epochs (they cost nothing to keep)."""
+        if self._pool is None:
+            ids = itertools.count()
+            workers = self.thread_workers
+
+            def name_slot() -> None:  # each thread knows its worker id, for attribution and the streams' slots
+                _THREAD_SLOT.slot = (next(ids), workers)
+
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stoker-loader",
+                                            initializer=name_slot)
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool
+
+    def _get_iterator(self) -> Any:
+        if self.worker_type == "thread" and self.thread_workers > 0:
+            iterator = _ThreadedIter(self, self.next_iter_state)  # type: ignore[has-type]
+            self.next_iter_state = None
+            return iterator
+        return super()._get_iterator()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pool"] = None  # threads stay in their process
+        return state
 
     def state_dict(self) -> dict[str, Any]:
         return per_rank_state(super().state_dict(), self.num_replicas)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(own_state(state_dict, self.rank, self.num_replicas))
+        mine = own_state(state_dict, self.rank, self.num_replicas)
+        super().load_state_dict(loader_state_for(mine, self.num_workers))
+
+
+_SNAPSHOT, _MAIN, _WORKERS, _STEP = "_snapshot", "_main_snapshot", "_worker_snapshots", "_snapshot_step"
+_SHARED = ("_sampler_iter_state", "_index_sampler_state", "_sampler_iter_yielded", "_IterableDataset_len_called",
+           "_shared_seed")
+
+
+def loader_state_for(state: dict[str, Any], num_workers: int) -> dict[str, Any]:
+    """A map-style loader's state in the layout of a loader with ``num_workers`` worker processes.
+
+    torchdata keeps a single-process loader's state (which threads use too) and a worker loader's in
+    different layouts, each tied to its number of workers. For a map-style dataset both hold the same
+    position (the sampler's, taken when the last consumed batch's indices were drawn) and no worker
+    holds anything else, so a checkpoint written with threads, with worker processes or in the main
+    process resumes under any of them, with any number of workers. States of streams, whose workers
+    each hold their own position, are returned as they are.
+    """
+    if not state:
+        return state
+    multi = _SNAPSHOT in state
+    if multi:
+        workers = state[_SNAPSHOT].get(_WORKERS, {})
+        if any(w.get("dataset_state") is not None or w.get("fetcher_state") is not None for w in workers.values()):
+            return state  # a stream: its workers' own positions cannot move to other workers
+        main = state[_SNAPSHOT][_MAIN]
+        saved_workers, yielded = int(main.get("_num_workers", len(workers))), int(state[_SNAPSHOT][_STEP])
+    else:
+        if state.get("dataset_state") is not None or state.get("fetcher_state") is not None:
+            return state
+        main, saved_workers, yielded = state, 0, int(state.get("_num_yielded", 0))
+    if saved_workers == num_workers:
+        return state
+    finished = bool(state.get(_ITERATOR_FINISHED, False))
+    shared = {key: main.get(key) for key in _SHARED}
+    if num_workers == 0:
+        return {**shared, "_num_yielded": yielded, "fetcher_state": None, "dataset_state": None,
+                _ITERATOR_FINISHED: finished}
+    snapshots = {f"worker_{w}": {"worker_id": w, "dataset_state": None, "fetcher_state": None}
+                 for w in range(num_workers)}
+    return {_SNAPSHOT: {_STEP: yielded, "_last_yielded_worker_id": (yielded - 1) % num_workers,
+                        _MAIN: {"_num_workers": num_workers, "_base_seed": main.get("_base_seed", 0), **shared},
+                        _WORKERS: snapshots},
+            "_steps_since_snapshot": 0, _ITERATOR_FINISHED: finished}
+
+
+class _ThreadedIter(_StatefulSingleProcessDataLoaderIter):
+    """torchdata's single-process iterator whose batches are fetched ahead by the loader's threads.
+
+    The main thread draws each batch's indices from the sampler (so the sampler is never shared) and
+    submits its fetch (read, decode, transform, collate: the work that releases the GIL) to the pool,
+    keeping ``thread_workers * thread_prefetch`` batches in flight; batches come back in order. The
+    state a checkpoint takes is the one recorded when the last batch handed to the model had its indices
+    drawn: exactly the position the model consumed, whatever is still being fetched.
+    """
+
+    def __init__(self, loader: StokerDataLoader, next_iter_state: dict[str, Any] | None = None) -> None:
+        self._pending: deque[tuple[Future, dict[str, Any]]] = deque()
+        super().__init__(loader, next_iter_state)
+        self._loader = loader  # keeps the loader, and so its threads, alive while this epoch is read
+        self._pool = loader.thread_pool()
+        self._depth = max(1, loader.thread_workers * loader.thread_prefetch)
+        self._served: dict[str, Any] = super().state_dict()
+
+    def _reset(self, loader: Any, first_iter: bool = False) -> None:
+        for future, _ in getattr(self, "_pending", ()):
+            future.cancel()
+        self._pending = deque()
+        super()._reset(loader, first_iter)
+
+    def _fill(self) -> None:
+        while len(self._pending) < self._depth:
+            try:
+                index = self._next_index()
+            except StopIteration:
+                return
+            self._pending.append((self._pool.submit(self._dataset_fetcher.fetch, index), super().state_dict()))
+
+    def _next_data(self) -> Any:
+        self._fill()
+        if not self._pending:
+            raise StopIteration
+        future, state = self._pending.popleft()
+        self._fill()  # the next batches start while this one is handed over
+        data = future.result()
+        self._served = {**state, self._NUM_YIELDED: self._num_yielded + 1}
+        if self._pin_memory:
+            data = pin_memory(data, self._pin_memory_device)
+        return data
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._served, _ITERATOR_FINISHED: self._finished}
 
 
 def build_loader(
@@ -121,6 +284,7 @@ def build_loader(
     sampler: Sampler | Iterable[Any] | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     drop_last: bool | None = None,
+    worker_type: WorkerType = "process",
 ) -> StatefulDataLoader:
     """A torchdata ``StatefulDataLoader`` that follows the stoker loader policy.
 
@@ -147,6 +311,8 @@ def build_loader(
         sampler: A stoker sampler instead of the default one (weighted, length-grouped batches).
         collate_fn: Batch collation.
         drop_last: Overrides the training default.
+        worker_type: ``"process"`` workers, or ``"thread"``: ``num_workers`` threads of this process (map-style
+            datasets; see :class:`StokerDataLoader`).
     """
     is_iterable = isinstance(dataset, torch.utils.data.IterableDataset)
     if sampler is None and not is_iterable:
@@ -166,9 +332,19 @@ def build_loader(
         # Only seeds torch's per-worker base seed, which WorkerSeeding replaces; per rank all the same.
         "generator": torch.Generator().manual_seed(derive_seed(seed, "loader", rank)),
     }
-    if num_workers > 0:
+    threads = 0
+    if worker_type == "thread" and num_workers > 0 and is_iterable:
+        # A stream's workers each own a reader (litdata's, or datasets' shards) and do per-row Python work that
+        # holds the GIL: they stay processes.
+        warnings.warn("worker_type='thread' loads map-style sources; this stream keeps worker processes",
+                      stacklevel=2)
+        worker_type = "process"
+    if worker_type == "thread" and num_workers > 0:
+        threads, kwargs["num_workers"] = num_workers, 0  # torchdata's single-process loader, fed by the threads
+    elif num_workers > 0:
         kwargs["persistent_workers"] = persistent_workers
         kwargs["prefetch_factor"] = prefetch_factor
     if sampler is not None:
         kwargs["sampler"] = sampler
-    return StokerDataLoader(dataset, rank=rank, num_replicas=num_replicas, **kwargs)
+    return StokerDataLoader(dataset, rank=rank, num_replicas=num_replicas, worker_type=worker_type,
+                            thread_workers=threads, thread_prefetch=prefetch_factor or 2, **kwargs)

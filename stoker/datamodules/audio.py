@@ -10,6 +10,7 @@ import torch
 
 from stoker._imports import require
 from stoker.data.file_dataset import AudioFileDataset, BadSamplePolicy
+from stoker.data.loader import WorkerType
 from stoker.data.media import AUDIO
 from stoker.data.sources import Pairs, Source
 from stoker.data.sources.folder_tree import read_path_list
@@ -46,6 +47,8 @@ class AudioDataModule(SourceDataModule):
         class_names: Fix the classes and their order (default: what the source says).
         batch_size: Clips per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores per rank).
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process: the same batches,
+            less memory and start-up; streams keep processes). See :class:`~stoker.datamodules.base.StokerDataModule`.
         sample_rate: Rate every clip is resampled to, in Hz.
         clip_seconds: Length of every clip; longer recordings are cropped, shorter ones zero-padded.
         val_fraction: Per-class share held out for validation when the source brings no validation split or list.
@@ -104,6 +107,7 @@ class AudioDataModule(SourceDataModule):
         class_names: list[str] | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         sample_rate: int = 16000,
         clip_seconds: float = 1.0,
         val_fraction: float = 0.1,
@@ -150,7 +154,7 @@ class AudioDataModule(SourceDataModule):
             max_bad_fraction=max_bad_fraction, verify=verify, on_bad_sample=on_bad_sample, quarantine=quarantine,
             manifest=manifest, strict_fingerprint=strict_fingerprint, cache_dir=cache_dir,
             predict_source=predict_source, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+            persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed, worker_type=worker_type,
         )
         self.augment_kwargs: dict[str, int] = augment
         self.sample_rate = sample_rate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stoker.data.file_dataset import BadSamplePolicy
+from stoker.data.loader import WorkerType
 from stoker.datamodules.audio import AudioDataModule
 from stoker.datamodules.source import Verify
 
@@ -16,6 +17,7 @@ class AudioFolderDataModule(AudioDataModule):
     Args:
         root: Dataset root: ``root/<class>/<file>`` or ``root/train|val|test/<class>/…`` (or any other source).
         batch_size: See :class:`AudioDataModule` (so are the rest).
+        worker_type: See :class:`~stoker.datamodules.base.StokerDataModule`.
         num_workers: See :class:`AudioDataModule`.
         sample_rate: See :class:`AudioDataModule`.
         clip_seconds: See :class:`AudioDataModule`.
@@ -61,6 +63,7 @@ class AudioFolderDataModule(AudioDataModule):
         *,
         batch_size: int = 32,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         sample_rate: int = 16000,
         clip_seconds: float = 1.0,
         val_fraction: float = 0.1,
@@ -94,7 +97,8 @@ class AudioFolderDataModule(AudioDataModule):
         prefetch_factor: int = 2,
     ) -> None:
         super().__init__(
-            root, batch_size=batch_size, num_workers=num_workers, sample_rate=sample_rate, clip_seconds=clip_seconds,
+            root, worker_type=worker_type,
+            batch_size=batch_size, num_workers=num_workers, sample_rate=sample_rate, clip_seconds=clip_seconds,
             val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, n_fft=n_fft, win_length=win_length,
             hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize,
             freq_masks=freq_masks, freq_mask_width=freq_mask_width, time_masks=time_masks,

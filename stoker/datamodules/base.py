@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset, IterableDataset, Sampler
 from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
-from stoker.data.loader import build_loader, default_num_workers, own_state, per_rank_state
+from stoker.data.loader import WORKER_TYPES, WorkerType, build_loader, default_num_workers, own_state, per_rank_state
 from stoker.data.secrets import without_secrets
 from stoker.profiling.attribution import PROFILE_KEY, LoadProfile, ProfiledCollate
 from stoker.samplers.base import ResumableSampler
@@ -42,6 +42,8 @@ class StokerDataModule(L.LightningDataModule):
         persistent_workers: Keep workers alive between epochs.
         prefetch_factor: Batches loaded ahead per worker.
         seed: Seeds splits, shuffling and augmentation draws.
+        worker_type: ``"process"`` (DataLoader worker processes) or ``"thread"`` (``num_workers`` threads of this
+            process: the same batches and resume, a fraction of the memory and start-up; map-style sources).
     """
 
     input_key: str = "input"
@@ -56,9 +58,13 @@ class StokerDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
         seed: int = 0,
+        worker_type: WorkerType = "process",
     ) -> None:
         super().__init__()
         save_init_arguments(self)
+        if worker_type not in WORKER_TYPES:
+            raise ValueError(f"worker_type must be 'process' (worker processes) or 'thread' (threads of this "
+                             f"process), got {worker_type!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if num_workers is not None and num_workers < 0:
@@ -71,6 +77,7 @@ class StokerDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.prefetch_factor = prefetch_factor
         self.seed = seed
+        self.worker_type: WorkerType = worker_type
         self.mean: tuple[float, ...] | None = None
         self.std: tuple[float, ...] | None = None
         self.channels_last = False
@@ -193,6 +200,7 @@ class StokerDataModule(L.LightningDataModule):
             num_replicas=num_replicas,
             sampler=sampler,
             collate_fn=collate_fn,
+            worker_type=self.worker_type,
         )
         if train:
             self.track_train_sampler(loader.sampler)
@@ -371,6 +379,7 @@ class StokerDataModule(L.LightningDataModule):
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": self.persistent_workers,
+            "worker_type": self.worker_type,
             "prefetch_factor": self.prefetch_factor,
             "num_classes": self.num_classes,
             "class_names": self.class_names,

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from stoker._imports import require
 from stoker.data.file_dataset import BadSamplePolicy, ImageFileDataset
+from stoker.data.loader import WorkerType
 from stoker.data.media import IMAGE
 from stoker.data.sources import Pairs, Source, SourceIndex
 from stoker.data.sources.shards.items import ImageItems, collate_encoded
@@ -60,6 +61,8 @@ class ImageDataModule(SourceDataModule):
         batch_size: Samples per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores per rank). With ``decode="dali"`` on files
             DALI reads them itself; on stored bytes the workers only read.
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process: the same batches,
+            less memory and start-up; streams keep processes). See :class:`~stoker.datamodules.base.StokerDataModule`.
         image_size: Side of the square training and evaluation crops.
         val_fraction: Per-class share held out for validation when the source brings no validation split.
         test_fraction: Per-class share held out for testing when the source brings no test split.
@@ -117,6 +120,7 @@ class ImageDataModule(SourceDataModule):
         decode: Decode = "cpu",
         batch_size: int = 64,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         image_size: int = 224,
         val_fraction: float = 0.1,
         test_fraction: float = 0.0,
@@ -166,7 +170,7 @@ class ImageDataModule(SourceDataModule):
             max_bad_fraction=max_bad_fraction, verify=verify, on_bad_sample=on_bad_sample, quarantine=quarantine,
             manifest=manifest, strict_fingerprint=strict_fingerprint, cache_dir=cache_dir,
             predict_source=predict_source, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+            persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed, worker_type=worker_type,
         )
         interpolation = config.interpolation if config else "bilinear"
         self.mean = tuple(config.mean if config else mean)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stoker.data.file_dataset import BadSamplePolicy
+from stoker.data.loader import WorkerType
 from stoker.datamodules.image import ImageDataModule
 from stoker.datamodules.source import Verify
 from stoker.transforms.image import IMAGENET_MEAN, IMAGENET_STD, AutoAugment
@@ -17,6 +18,7 @@ class ImageFolderDataModule(ImageDataModule):
     Args:
         root: Dataset root: ``root/<class>/…`` or ``root/train|val|test/<class>/…`` (or any other source).
         batch_size: See :class:`ImageDataModule` (so are the rest).
+        worker_type: See :class:`~stoker.datamodules.base.StokerDataModule`.
         num_workers: See :class:`ImageDataModule`.
         image_size: See :class:`ImageDataModule`.
         val_fraction: See :class:`ImageDataModule`.
@@ -55,6 +57,7 @@ class ImageFolderDataModule(ImageDataModule):
         *,
         batch_size: int = 64,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         image_size: int = 224,
         val_fraction: float = 0.1,
         test_fraction: float = 0.0,
@@ -82,7 +85,8 @@ class ImageFolderDataModule(ImageDataModule):
         prefetch_factor: int = 2,
     ) -> None:
         super().__init__(
-            root, batch_size=batch_size, num_workers=num_workers, image_size=image_size, val_fraction=val_fraction,
+            root, worker_type=worker_type,
+            batch_size=batch_size, num_workers=num_workers, image_size=image_size, val_fraction=val_fraction,
             test_fraction=test_fraction, seed=seed, timm_model=timm_model, mean=mean, std=std, crop_pct=crop_pct,
             scale=scale, hflip=hflip, auto_augment=auto_augment, random_erasing=random_erasing,
             channels_last=channels_last, max_bad_fraction=max_bad_fraction, verify=verify,

@@ -20,7 +20,7 @@ from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.lm.dataset import PackedRows
 from stoker.data.lm.packing import Overflow, Packing, PackPlan, plan_packing
 from stoker.data.lm.tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, Task, target_within
-from stoker.data.loader import available_cores
+from stoker.data.loader import WorkerType, available_cores
 from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.data.text import hf as td
@@ -83,6 +83,8 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Rows per batch per rank (``padding_free``: examples per flattened batch).
         num_workers: Loader workers per rank (``None``: the cores available per rank).
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process: the same batches,
+            less memory and start-up; streams keep processes). See :class:`~stoker.datamodules.base.StokerDataModule`.
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
@@ -133,6 +135,7 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         cache_dir: str | None = None,
         batch_size: int = 8,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
@@ -151,7 +154,8 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
                          add_special_tokens=add_special_tokens, mlm_probability=mlm_probability,
                          pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
                          cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+                         worker_type=worker_type)
         validate_fractions(val_fraction, 0.0)
         self.val_fraction, self.num_proc = val_fraction, num_proc
         self.plans: dict[str, PackPlan] = {}

@@ -12,6 +12,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from stoker.data.lm.packing import Overflow, Packing
 from stoker.data.lm.stream import OnlinePacker, PackedPass, PackedStream, example_pieces
 from stoker.data.lm.tokenize import LM_PROBLEMS, Task
+from stoker.data.loader import WorkerType
 from stoker.data.text import hf as td
 from stoker.data.text.files import count_local_rows, count_rows
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
@@ -64,6 +65,8 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Rows per batch per rank.
         num_workers: Loader workers per rank, at most the shards per rank.
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process: the same batches,
+            less memory and start-up; streams keep processes). See :class:`~stoker.datamodules.base.StokerDataModule`.
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
@@ -103,6 +106,7 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
         cache_dir: str | None = None,
         batch_size: int = 8,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
@@ -118,7 +122,8 @@ class HFLanguageModelingStreamDataModule(HFLanguageModelingBase):
                          add_special_tokens=add_special_tokens, mlm_probability=mlm_probability,
                          pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
                          cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+                         worker_type=worker_type)
         if max_tokens_per_batch is not None:
             if packing != "bfd":
                 raise ValueError("a streamed token budget needs packing='bfd' (rows of max_length tokens, so the "

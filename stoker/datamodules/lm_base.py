@@ -20,6 +20,7 @@ from stoker.data.lm.attention import packing_attention
 from stoker.data.lm.collate import Attention, LMCollate
 from stoker.data.lm.packing import OVERFLOWS, PACKINGS, Overflow, Packing, block_attention_mask, real_tokens
 from stoker.data.lm.tokenize import TASKS, LMTokenize, Task, resolve_chat_template
+from stoker.data.loader import WorkerType
 from stoker.data.text import hf as td
 from stoker.datamodules.base import StokerDataModule
 
@@ -134,10 +135,12 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
                  overflow: Overflow | None, max_tokens_per_batch: int | None, attn_implementation: str,
                  chat_template: str | None, eos_token: str | None, add_special_tokens: bool, mlm_probability: float,
                  pad_multiple: int, empty_text: EmptyTextPolicy, max_bad_fraction: float, cache_dir: str | None,
-                 batch_size: int, num_workers: int | None, pin_memory: bool | None, persistent_workers: bool,
+                 batch_size: int, num_workers: int | None, worker_type: WorkerType, pin_memory: bool | None,
+                 persistent_workers: bool,
                  prefetch_factor: int, seed: int) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+                         worker_type=worker_type)
         checks = (("task", task, TASKS), ("packing", packing, PACKINGS), ("empty_text", empty_text, ("drop", "error")),
                   ("overflow", overflow, (*OVERFLOWS, None)))
         for name, value, allowed in checks:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSamplePolicy, SkippingCollate
-from stoker.data.loader import available_cores
+from stoker.data.loader import WorkerType, available_cores
 from stoker.data.manifest import check_manifest_fingerprint, dataset_fingerprint, read_manifest
 from stoker.data.media import IMAGE, Media
 from stoker.data.progress import Progress
@@ -63,7 +63,7 @@ class SourceDataModule(StokerDataModule):
             (``$STOKER_CACHE``) for stoker's and each library's own default for theirs (:mod:`stoker.data.cache`).
         predict_source: New data for ``predict`` (any source; labels optional). Default: the test split,
             else validation.
-        batch_size: See :class:`~stoker.datamodules.base.StokerDataModule` (so are the rest).
+        batch_size: See :class:`~stoker.datamodules.base.StokerDataModule` (so are the rest, ``worker_type`` too).
     """
 
     media: Media = IMAGE
@@ -93,13 +93,15 @@ class SourceDataModule(StokerDataModule):
         predict_source: str | list[str] | None,
         batch_size: int,
         num_workers: int | None,
+        worker_type: WorkerType,
         pin_memory: bool | None,
         persistent_workers: bool,
         prefetch_factor: int,
         seed: int,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+                         worker_type=worker_type)
         validate_fractions(val_fraction, test_fraction)
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data.datasets_compat import fingerprint_of
-from stoker.data.loader import available_cores
+from stoker.data.loader import WorkerType, available_cores
 from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.data.text import hf as td
@@ -48,10 +48,12 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
                  tokenizer_revision: str | None, text_field: str | list[str], label_field: str,
                  class_names: list[str] | None, max_length: int, padding: Padding, pad_multiple: int,
                  empty_text: EmptyTextPolicy, max_bad_fraction: float, cache_dir: str | None,
-                 batch_size: int, num_workers: int | None, pin_memory: bool | None, persistent_workers: bool,
+                 batch_size: int, num_workers: int | None, worker_type: WorkerType, pin_memory: bool | None,
+                 persistent_workers: bool,
                  prefetch_factor: int, seed: int) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+                         worker_type=worker_type)
         self.text_fields = as_sequence(text_field)
         if not 1 <= len(self.text_fields) <= 2:
             raise ValueError(f"text_field must name one column or a pair of columns, got {text_field!r}")
@@ -230,6 +232,8 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Samples per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores available per rank).
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process: the same batches,
+            less memory and start-up; streams keep processes). See :class:`~stoker.datamodules.base.StokerDataModule`.
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
@@ -278,6 +282,7 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         cache_dir: str | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
@@ -294,7 +299,8 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
                          label_field=label_field, class_names=class_names, max_length=max_length, padding=padding,
                          pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
                          cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+                         worker_type=worker_type)
         validate_fractions(val_fraction, test_fraction)
         if max_tokens_per_batch is not None and (padding != "dynamic" or max_tokens_per_batch < max_length):
             raise ValueError(f"max_tokens_per_batch={max_tokens_per_batch} needs padding='dynamic' and room for one "

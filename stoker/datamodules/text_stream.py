@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data.datasets_compat import fingerprint_of
-from stoker.data.loader import build_loader
+from stoker.data.loader import WorkerType, build_loader
 from stoker.data.text import hf as td
 from stoker.data.text.files import scan_local_rows, scan_tables
 from stoker.data.text.streams import FixedLengthStream, StreamPass
@@ -65,6 +65,8 @@ class HFTextStreamDataModule(HFTextBase):
         cache_dir: Node-local folder for everything this DataModule caches (see :mod:`stoker.data.cache`).
         batch_size: Samples per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores available per rank), at most the shards per rank.
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process: the same batches,
+            less memory and start-up; streams keep processes). See :class:`~stoker.datamodules.base.StokerDataModule`.
         pin_memory: See :class:`~stoker.datamodules.base.StokerDataModule`.
         persistent_workers: See :class:`~stoker.datamodules.base.StokerDataModule`.
         prefetch_factor: See :class:`~stoker.datamodules.base.StokerDataModule`.
@@ -101,6 +103,7 @@ class HFTextStreamDataModule(HFTextBase):
         cache_dir: str | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
@@ -114,7 +117,8 @@ class HFTextStreamDataModule(HFTextBase):
                          label_field=label_field, class_names=class_names, max_length=max_length, padding=padding,
                          pad_multiple=pad_multiple, empty_text=empty_text, max_bad_fraction=max_bad_fraction,
                          cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed)
+                         persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, seed=seed,
+                         worker_type=worker_type)
         if shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0 rows (0: no shuffle), got {shuffle_buffer}")
         if samples_per_epoch is not None and samples_per_epoch < 1:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from stoker._imports import _SKLEARN_AVAILABLE
+from stoker.data.loader import WorkerType
 from stoker.datamodules.image_folder import ImageFolderDataModule
 from stoker.demos.base import BuiltOnFirstUse
 from stoker.transforms.image import AutoAugment
@@ -79,6 +80,7 @@ class DigitsDataModule(BuiltOnFirstUse, ImageFolderDataModule):
         image_size: Crop side; the images are stored at this size.
         batch_size: Samples per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores available per rank).
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process).
         val_fraction: Per-class fraction held out for validation.
         test_fraction: Per-class fraction held out for testing.
         seed: Seeds the split, shuffling and augmentation.
@@ -97,6 +99,7 @@ class DigitsDataModule(BuiltOnFirstUse, ImageFolderDataModule):
         image_size: int = 32,
         batch_size: int = 64,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         seed: int = 0,
@@ -110,6 +113,7 @@ class DigitsDataModule(BuiltOnFirstUse, ImageFolderDataModule):
             root,
             batch_size=batch_size,
             num_workers=num_workers,
+            worker_type=worker_type,
             image_size=image_size,
             val_fraction=val_fraction,
             test_fraction=test_fraction,

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from stoker.data.lm.packing import Packing
+from stoker.data.loader import WorkerType
 from stoker.datamodules.language_model import HFLanguageModelingDataModule
 from stoker.datamodules.text import EmptyTextPolicy, HFTextDataModule, Padding
 from stoker.demos.base import BuiltOnFirstUse
@@ -98,6 +99,7 @@ class DocstringTopicsDataModule(BuiltOnFirstUse, HFTextDataModule):
         cache_dir: The datasets cache (default: ``HF_DATASETS_CACHE``).
         batch_size: Samples per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores available per rank).
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process).
         seed: Seeds the split, the shuffles and the buckets.
     """
 
@@ -118,6 +120,7 @@ class DocstringTopicsDataModule(BuiltOnFirstUse, HFTextDataModule):
         cache_dir: str | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         seed: int = 0,
     ) -> None:
         super().__init__(
@@ -126,7 +129,7 @@ class DocstringTopicsDataModule(BuiltOnFirstUse, HFTextDataModule):
             max_tokens_per_batch=max_tokens_per_batch, bucket_by_length=bucket_by_length,
             val_fraction=val_fraction, test_fraction=test_fraction, empty_text=empty_text,
             max_bad_fraction=max_bad_fraction, cache_dir=cache_dir,
-            batch_size=batch_size, num_workers=num_workers, seed=seed,
+            batch_size=batch_size, num_workers=num_workers, worker_type=worker_type, seed=seed,
         )
         self.root = root
 
@@ -163,6 +166,7 @@ class DocstringCorpusDataModule(BuiltOnFirstUse, HFLanguageModelingDataModule):
         cache_dir: The datasets cache.
         batch_size: Rows per batch per rank.
         num_workers: Loader workers per rank (``None``: the cores available per rank).
+        worker_type: ``"process"`` workers or ``"thread"`` (threads of this process).
         seed: Seeds the split, the row order and the token budgets.
     """
 
@@ -181,13 +185,14 @@ class DocstringCorpusDataModule(BuiltOnFirstUse, HFLanguageModelingDataModule):
         cache_dir: str | None = None,
         batch_size: int = 8,
         num_workers: int | None = None,
+        worker_type: WorkerType = "process",
         seed: int = 0,
     ) -> None:
         super().__init__(
             str(Path(root) / "docstrings.csv"), tokenizer, task="causal_lm", text_field="text", eos_token=eos_token,
             max_length=max_length, packing=packing, max_tokens_per_batch=max_tokens_per_batch,
             attn_implementation=attn_implementation, pad_multiple=pad_multiple, val_fraction=val_fraction,
-            cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, seed=seed,
+            cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers, worker_type=worker_type, seed=seed,
         )
         self.root = root
 

@@ -12,6 +12,7 @@ holds the data keys alone.
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,28 +22,35 @@ PROFILE_KEY = "_load_profile"
 ITEM_TIMING_KEY = "_timing"  # an item's (read_s, transform_s), taken out by the collate
 _RESERVOIR = 20_000  # sample times kept for the p99 (the first ones; enough for a percentile)
 _SLOWEST = 10
-_PENDING: dict[str, float] = {}  # stage seconds of this process not yet shipped with a batch
+_LOCAL = threading.local()  # per worker process or loader thread: stage seconds not yet shipped with a batch
+
+
+def _pending() -> dict[str, float]:
+    if not hasattr(_LOCAL, "pending"):
+        _LOCAL.pending = {}
+    return _LOCAL.pending
 
 
 def add_stage_time(stage: str, seconds: float) -> None:
     """Count ``seconds`` of ``stage`` (e.g. ``"tokenize"``) in this process, for the next batch it collates."""
-    _PENDING[stage] = _PENDING.get(stage, 0.0) + seconds
+    pending = _pending()
+    pending[stage] = pending.get(stage, 0.0) + seconds
 
 
 def take_stage_times() -> dict[str, float]:
     """The stage seconds counted since the last call, and reset."""
-    taken = dict(_PENDING)
-    _PENDING.clear()
+    pending = _pending()
+    taken = dict(pending)
+    pending.clear()
     return taken
 
 
 def batch_profile(*, collate_s: float, read_s: Sequence[float] = (), transform_s: Sequence[float] = (),
                   index: Sequence[int] = ()) -> dict[str, Any]:
-    """The figures a collate function ships with its batch (the worker id is read here)."""
-    from torch.utils.data import get_worker_info
+    """The figures a collate function ships with its batch (the worker id, process or thread, is read here)."""
+    from stoker.data.loader import current_worker
 
-    info = get_worker_info()
-    return {"worker": info.id if info is not None else -1, "read_s": list(read_s), "transform_s": list(transform_s),
+    return {"worker": current_worker(), "read_s": list(read_s), "transform_s": list(transform_s),
             "index": list(index), "collate_s": collate_s, "stages": take_stage_times()}
 
 

@@ -120,7 +120,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("resume-data")
     images = base / "images"
     write_image_tree(images, {"a": 13, "b": 11, "c": 13}, size=(16, 16))
-    folders = {"image": images, "imbalanced": images, "dali": images}
+    folders = {"image": images, "image_threads": images, "imbalanced": images, "dali": images}
     try:
         from tests.datamodules.test_audio_datamodule import write_audio_tree
 
@@ -141,6 +141,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 VARIANTS = [  # (DataModule variant, loader workers)
     ("image", 2),
+    ("image_threads", 2),
     ("audio", 1),
     ("dali", 0),
     ("imbalanced", 1),

@@ -54,6 +54,8 @@ def build(name: str, data: Path, workers: int) -> L.LightningDataModule:
     text = {"batch_size": 4, "num_workers": workers, "max_length": 32, "cache_dir": str(data.parent / "hf-cache")}
     if name == "image":
         return ImageFolderDataModule(str(data), **image)
+    if name == "image_threads":
+        return ImageFolderDataModule(str(data), worker_type="thread", **image)
     if name == "imbalanced":
         return ImbalancedDataModule(ImageFolderDataModule(str(data), **image), strategy="inverse")
     if name == "dali":
