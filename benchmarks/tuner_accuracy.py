@@ -94,7 +94,7 @@ def measure(name: str, sample_s: float, step_s: float, steps: int, max_workers: 
     light = fit(sample_s, step_s, 0, 2, 12, replay=6).speed_of_light.result
     assert light is not None
     target = light.samples_per_s
-    tuned = tune_loader(lambda w, p: loader(sample_s, w, p, 40), lambda b: len(b["y"]), max_workers=max_workers,
+    tuned = tune_loader(lambda w, p, _type: loader(sample_s, w, p, 40), lambda b: len(b["y"]), max_workers=max_workers,
                         target=target, batches=16)
     best = tuned.best
     runs: dict[int, list[float]] = {w: [] for w in worker_counts(max_workers)}

@@ -33,7 +33,7 @@ DATA_SUMMARIES: dict[str, str] = {
     "split": "Write a deterministic, stratified train/val/test split as a manifest with a fingerprint.",
     "report": "Write a recipe's Data Pipeline Summary: loader speed, data quality and plots (Markdown, JSON, PNG).",
     "pack": "Pack any image or audio source (folder, table, Hugging Face dataset, tars) into litdata shard sets.",
-    "profile": "Measure a recipe's speed of light and tune its loader's num_workers and prefetch depth.",
+    "profile": "Measure a recipe's speed of light and tune its loader's workers, prefetch depth and worker type.",
     "compare": "Compare the settings and measured figures of two runs (their stoker_summary.json files).",
 }
 

@@ -5,7 +5,9 @@
    the loader out of the way, which gives the samples/s the model consumes when loading is free.
 2. **The tuner** (:func:`stoker.profiling.tuner.tune_loader`): the training loader alone over
    ``num_workers`` 0, 1, 2, 4, ... up to the cores per local rank (and prefetch depths), stopping at
-   the knee or at the model's rate, with the memory of each setting.
+   the knee or at the model's rate, with the memory of each setting; for a map-style dataset the
+   same worker counts again as loader threads (``worker_type="thread"``), recommended when they keep
+   up with the processes (they spare each worker's copy of the interpreter).
 
 It prints the curve, the recommendation and the overrides that apply it; ``--write FILE`` writes
 them as a YAML to compose with ``--config``. Accepts what ``stoker fit`` accepts.
@@ -24,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_DESCRIPTION = "Measure a recipe's speed of light and tune its loader's num_workers and prefetch depth."
+_DESCRIPTION = ("Measure a recipe's speed of light and tune its loader's num_workers, prefetch depth and worker "
+                "type (processes or threads).")
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,15 +74,20 @@ def tune(datamodule: Any, *, target: float | None, batches: int, ranks_per_node:
     if "num_workers" not in accepted or not hasattr(inner, "_num_workers"):
         raise ValueError(f"{type(inner).__name__} takes no num_workers argument: stoker profile tunes DataLoader "
                          "workers (a DALI pipeline sets its threads with num_threads)")
-    settable = tuple(name for name in ("num_workers", "prefetch_factor") if name in accepted)
-    depths = (2, 4) if "prefetch_factor" in settable else (inner.prefetch_factor,)
+    from torch.utils.data import IterableDataset
 
-    def make_loader(workers: int, prefetch: int) -> Any:
-        inner._num_workers, inner.prefetch_factor = workers, prefetch
+    settable = tuple(name for name in ("num_workers", "prefetch_factor", "worker_type") if name in accepted)
+    depths = (2, 4) if "prefetch_factor" in settable else (inner.prefetch_factor,)
+    # Threads load map-style datasets; a stream keeps worker processes (see stoker.data.loader).
+    map_style = not isinstance(getattr(datamodule.train_dataloader(), "dataset", None), IterableDataset)
+    types = ("process", "thread") if "worker_type" in settable and map_style else ("process",)
+
+    def make_loader(workers: int, prefetch: int, worker_type: str) -> Any:
+        inner._num_workers, inner.prefetch_factor, inner.worker_type = workers, prefetch, worker_type
         return datamodule.train_dataloader()
 
     result = tune_loader(make_loader, datamodule.batch_size_of, max_workers=default_num_workers(ranks_per_node),
-                         prefetch_factors=depths, target=target, batches=batches)
+                         prefetch_factors=depths, worker_types=types, target=target, batches=batches)
     result.settable = settable
     return result
 

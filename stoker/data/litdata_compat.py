@@ -12,7 +12,8 @@ guarded: samples of chunks known to be damaged (found by
 :data:`DAMAGED_KEY` record naming the chunk, and any error reading a sample comes back the same
 way, so the stoker decoders raise or skip it like an undecodable sample. litdata checks that the
 loader's class name equals the ``item_loader`` its index names, so the guard is a subclass with the
-same name. ``tests/data/test_litdata_compat.py`` fails when a litdata release changes what is wrapped.
+same name. :func:`read_whole_chunks` makes reads by position take whole chunks through that loader too.
+``tests/data/test_datasets_compat.py`` fails when a litdata release changes what is wrapped.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ def checked_item_loader(damaged: frozenset[str] = frozenset()) -> Any:
     loader = _loader_class()()
     loader.damaged_chunks = frozenset(damaged)
     return loader
+
+
+def read_whole_chunks(dataset: Any) -> None:
+    """Make a ``StreamingDataset``'s reads by position download whole chunks, as iteration does.
+
+    Read by position (``dataset[i]``), litdata fetches a remote sample's bytes on their own by default:
+    that bypasses :func:`checked_item_loader` (a damaged chunk would not be named) and reads nothing
+    from some S3-compatible servers. Call before the first read.
+    """
+    dataset._on_demand_bytes = False
 
 
 def _loader_class() -> type:

@@ -109,11 +109,35 @@ def per_rank_state(local: dict[str, Any], num_replicas: int) -> dict[str, Any]:
 
 
 def own_state(state: dict[str, Any], rank: int, num_replicas: int) -> dict[str, Any]:
-    """This rank's part of a state from :func:`per_rank_state` (rank zero's when the world size changed)."""
+    """This rank's part of a state from :func:`per_rank_state`.
+
+    When the world size changed, rank zero's state with every sampler position in it replaced by the
+    positions of all the saved ranks (``ranks_yielded``): a sampler that can deal the rest of its epoch
+    over the new ranks (:class:`stoker.samplers.ResumableSampler` with ``elastic``) needs all of them.
+    Other positions (a stream's, which belong to its rank's files) stay rank zero's, for their own
+    checks to refuse.
+    """
     if "per_rank" not in state:
         return state
     states = state["per_rank"]
-    return states[rank] if len(states) == num_replicas else states[0]
+    if len(states) == num_replicas:
+        return states[rank]
+    return _gather_positions(states)
+
+
+def _is_sampler_state(value: Any) -> bool:
+    return isinstance(value, dict) and {"epoch", "yielded", "num_replicas"} <= set(value)
+
+
+def _gather_positions(states: list[Any]) -> Any:
+    """Rank zero's state, each sampler position in it given ``ranks_yielded``: that position on every rank."""
+    first = states[0]
+    if _is_sampler_state(first) and all(_is_sampler_state(other) for other in states):
+        return {**first, "ranks_yielded": [int(other["yielded"]) for other in states]}
+    if isinstance(first, dict) and all(isinstance(other, dict) for other in states):
+        return {key: _gather_positions([other.get(key) for other in states]) if all(key in other for other in states)
+                else value for key, value in first.items()}
+    return first
 
 
 class StokerDataLoader(StatefulDataLoader):
@@ -137,6 +161,9 @@ class StokerDataLoader(StatefulDataLoader):
         self.rank, self.num_replicas = rank, num_replicas
         self.worker_type, self.thread_workers, self.thread_prefetch = worker_type, thread_workers, thread_prefetch
         self._pool: ThreadPoolExecutor | None = None
+        # Told (loader, batches left for this rank) when a checkpoint of another number of ranks was resumed
+        # mid-epoch, so a Trainer's count of the epoch's batches can follow (see StokerDataModule).
+        self.on_elastic_resume: Callable[[Any, int], None] | None = None
 
     @property
     def loading_workers(self) -> int:
@@ -158,11 +185,20 @@ class StokerDataLoader(StatefulDataLoader):
         return self._pool
 
     def _get_iterator(self) -> Any:
+        restoring = self.next_iter_state is not None  # type: ignore[has-type]
         if self.worker_type == "thread" and self.thread_workers > 0:
             iterator = _ThreadedIter(self, self.next_iter_state)  # type: ignore[has-type]
             self.next_iter_state = None
-            return iterator
-        return super()._get_iterator()
+        else:
+            iterator = super()._get_iterator()
+        rest = getattr(self.sampler, "elastic_rest", None)  # the sampler took the restored state just now
+        if restoring and rest is not None and self.on_elastic_resume is not None:
+            if self.batch_size is None:  # the sampler yields whole batches
+                batches = rest
+            else:
+                batches = rest // self.batch_size if self.drop_last else -(-rest // self.batch_size)
+            self.on_elastic_resume(self, batches)
+        return iterator
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

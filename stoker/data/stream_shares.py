@@ -110,18 +110,40 @@ class WorkerShares:
     def restore(self, state: dict[str, Any], *, what: str) -> None:
         """Keep ``state`` for the next :meth:`claim`, after checking it was saved with these settings.
 
-        A state saved before any sample of its epoch was handed out (``yielded`` 0) fits any number of
-        workers; otherwise the workers must match, since each worker's share depends on their number.
+        A state saved at an epoch's boundary (before any sample of its epoch was handed out, or after its
+        worker's whole share) fits any number of workers and ranks: the next epoch starts from its start
+        with this run's shares. In the middle of an epoch the workers and ranks must match, since each
+        worker's share and files depend on their number.
 
         Raises:
-            ValueError: A setting differs (named), or the number of workers differs mid-epoch.
+            ValueError: A setting differs (named), or the number of workers or ranks differs mid-epoch.
         """
-        workers = worker_slot()[1]
+        worker, workers = worker_slot()
+        yielded = int(state.get("yielded", 0))
+        complete = yielded > 0 and {"num_batches", "workers", "batch_size"} <= set(state) and worker < int(
+            state["workers"]) and yielded >= worker_batches(int(state["num_batches"]), worker, int(state["workers"])
+                                                            ) * int(state["batch_size"])
+        boundary = yielded == 0 or complete
+        moved = False
         for key, mine in [*self.settings.items(), ("workers", workers)]:
             if key not in state or state[key] == mine:
                 continue
-            if key == "workers" and int(state.get("yielded", 0)) == 0:
+            if key in _WORLD_KEYS and boundary:
+                moved = True
                 continue
+            if key in _WORLD_KEYS:
+                raise ValueError(
+                    f"cannot resume {what} in the middle of an epoch with other loader workers or ranks (the "
+                    f"checkpoint has {key}={state[key]}, this run has {key}={mine}): a stream's position belongs to "
+                    "its worker's and rank's files. Resume with the same number of ranks and workers, or from a "
+                    "checkpoint written at the end of an epoch"
+                )
             raise ValueError(f"cannot resume {what}: the checkpoint has {key}={state[key]}, this run has {key}={mine}. "
                              f"Resume with the same {key}")
+        if moved:  # an epoch boundary under other shares: the epoch it leads to, from its start
+            state = {"epoch": int(state.get("epoch", 0)) + int(complete), "yielded": 0}
         self._resume = dict(state)
+
+
+# The settings that follow from the number of ranks and loader workers (not from the data or the seed).
+_WORLD_KEYS = frozenset({"rank", "num_replicas", "num_batches", "workers"})

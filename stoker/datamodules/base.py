@@ -10,7 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset, IterableDataset, Sampler
 from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
@@ -204,6 +204,8 @@ class StokerDataModule(L.LightningDataModule):
         )
         if train:
             self.track_train_sampler(loader.sampler)
+            if hasattr(loader, "on_elastic_resume"):
+                loader.on_elastic_resume = self._follow_elastic_resume
         bind = getattr(dataset, "bind_seeding", None)
         if callable(bind):  # each sample's augmentation from (seed, epoch, sample), wherever it is loaded
             epochs = getattr(loader.sampler, "epoch_counter", None)  # (a shared counter at 0 is falsy: no `or`)
@@ -334,6 +336,26 @@ class StokerDataModule(L.LightningDataModule):
             num_replicas, rank = self.world()
             sampler.load_state_dict(own_state(self._saved_train_sampler, rank, num_replicas))
             self._saved_train_sampler = None
+
+    def _follow_elastic_resume(self, loader: Any, rest_batches: int) -> None:
+        """Align the Trainer's count of this epoch's batches with a checkpoint of another number of ranks.
+
+        Resumed on a different number of ranks, this rank's share of what the epoch has left is
+        ``rest_batches`` batches, not what the checkpoint's batch count implies: Lightning would end the
+        epoch too early or too late (and skip its validation, which runs on the epoch's counted last batch).
+        So the count of batches done is set to the loader's batches minus ``rest_batches``; nothing else of
+        the Trainer's progress (steps, epochs, schedulers) changes.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return
+        current = trainer.fit_loop.epoch_loop.batch_progress.current
+        shift = max(0, len(loader) - rest_batches) - current.ready
+        for counter in ("ready", "started", "processed", "completed"):  # what Lightning counts of the epoch's batches
+            if hasattr(current, counter):
+                setattr(current, counter, getattr(current, counter) + shift)
+        rank_zero_info(f"{type(self).__name__}: resumed an epoch written by another number of ranks; this rank "
+                       f"trains the {rest_batches} batches it has left of the epoch")
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the DataModule: the data fingerprint and the training sampler's state."""

@@ -122,8 +122,11 @@ def file_batches(dm: Any, split: str, *, rank: int, world_size: int, dali_device
         files, file_root = tuple(str(source.local_path(key)) for key, _ in pairs), ""
     device, device_id, target = resolve_device(dm.trainer, dali_device)
     spec = pipeline_spec(dm, files=files, file_root=file_root, train=train, device=device, device_id=device_id)
-    return DALIBatches(spec, targets(pairs, dm.num_classes), sampler, seed=dm.seed, device=target,
-                       input_key=dm.input_key, target_key=dm.target_key or "label")
+    batches = DALIBatches(spec, targets(pairs, dm.num_classes), sampler, seed=dm.seed, device=target,
+                          input_key=dm.input_key, target_key=dm.target_key or "label")
+    if train:  # a checkpoint of another number of ranks: the Trainer counts the rest of the epoch right
+        batches.on_elastic_resume = dm._follow_elastic_resume
+    return batches
 
 
 def encoded_batches(dm: Any, loader: Any, split: str, namer: Any, *, dali_device: str) -> Any:

@@ -234,7 +234,7 @@ class HFLanguageModelingBase(TokenizerMixin, StokerDataModule):
         td.check_bad_rows(sum(problems.values()), total, first, split=split, dataset=self.source,
                           policy=self.empty_text, max_bad_fraction=self.max_bad_fraction, estimate=estimate,
                           reason="missing or empty text" if self.task != "sft" else
-                          "no usable conversation (a messages list of {role, content} with known roles)")
+                          "no usable conversation (a messages list of {role, content} with known roles and text)")
 
     # ----------------------------------------------------------------- loaders
     def _loader(self, split: str, *, train: bool) -> StatefulDataLoader:

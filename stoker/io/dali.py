@@ -12,13 +12,14 @@ one epoch at a time and yields stoker's dict batches.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from stoker.data.loader import own_state, per_rank_state
 from stoker.samplers.distributed import ResumableDistributedSampler
 from stoker.seeds import derive_seed
 
@@ -370,19 +371,24 @@ class DALIBatches:
         self._start = 0  # samples of the epoch skipped by a resume
         self._done = 0  # batches handed out in the current iteration
         self._pipe: Any = None
+        # Told (self, batches left) when a checkpoint of another number of ranks resumes mid-epoch.
+        self.on_elastic_resume: Callable[[Any, int], None] | None = None
 
     def __len__(self) -> int:
         return self.sampler.plan.num_batches(self.sampler.rank)
 
     def state_dict(self) -> dict[str, Any]:
-        """The sampler's state, with the position counted in samples the model has received."""
+        """The sampler's state, with the position counted in samples the model has received (every rank's)."""
         state = self.sampler.state_dict()
         state["yielded"] = min(len(self.sampler), self._start + self._done * self.spec.batch_size)
-        return state
+        return per_rank_state(state, self.sampler.num_replicas)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume at the state's position on the next iteration."""
-        self.sampler.load_state_dict(state)
+        """Resume at the state's position on the next iteration (the rest of the epoch, on other ranks too)."""
+        self.sampler.load_state_dict(own_state(state, self.sampler.rank, self.sampler.num_replicas))
+        rest = self.sampler.elastic_rest
+        if rest is not None and self.on_elastic_resume is not None:
+            self.on_elastic_resume(self, -(-rest // self.spec.batch_size))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # A generator: the epoch's files are chosen at the first next(), after Lightning's set_epoch

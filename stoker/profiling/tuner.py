@@ -8,6 +8,11 @@ buys less than ``knee`` (10%) more throughput, or as soon as a setting reaches `
 light: more loading speed than the model consumes buys nothing). Then prefetch depths are tried on
 the chosen worker count.
 
+With ``worker_types=("process", "thread")`` (a map-style dataset) the same worker counts are measured
+again with loader threads. Threads keep no copy of the interpreter per worker, so their memory per worker
+is what the process grows by over the 0-worker setting; they are recommended when their best predicted
+rate is within ``tolerance`` of the processes' best (per-sample work that holds the GIL keeps processes).
+
 With a target, each setting's training rate is predicted: loading in the main process (0 workers)
 adds its time to every step, ``1 / (1 / loader + 1 / model)``; workers overlap it with the step,
 ``min(loader, model)``. The recommendation is the smallest setting predicted within ``tolerance`` (5%)
@@ -34,12 +39,18 @@ class Setting:
     samples_per_s: float
     startup_s: float
     main_mb: float
-    workers_mb: float
+    workers_mb: float  # memory the workers add: unique to worker processes, or what threads add to this process
+    worker_type: str = "process"
 
     @property
     def mb_per_worker(self) -> float:
-        """Memory unique to one worker, in MiB (0 without workers)."""
+        """Memory one worker adds, in MiB (0 without workers)."""
         return self.workers_mb / self.num_workers if self.num_workers else 0.0
+
+    @property
+    def label(self) -> str:
+        """``process`` or ``thread``; ``main`` without workers (both backends load in the main process then)."""
+        return self.worker_type if self.num_workers else "main"
 
     def predicted(self, target: float | None) -> float:
         """Training samples/s predicted with the model consuming ``target`` (the loader rate without one)."""
@@ -59,13 +70,17 @@ class TunerResult:
     target: float | None
     reason: str
     notes: list[str] = field(default_factory=list)
-    settable: tuple[str, ...] = ("num_workers", "prefetch_factor")  # what the DataModule's arguments can set
+    # What the DataModule's arguments can set.
+    settable: tuple[str, ...] = ("num_workers", "prefetch_factor", "worker_type")
 
-    def values(self) -> dict[str, int]:
-        """The recommended settings the DataModule accepts (no prefetch depth without workers)."""
-        out = {"num_workers": self.best.num_workers}
+    def values(self) -> dict[str, int | str]:
+        """The recommended settings the DataModule accepts (no prefetch depth without workers; the worker
+        type once both were measured)."""
+        out: dict[str, int | str] = {"num_workers": self.best.num_workers}
         if self.best.num_workers:
             out["prefetch_factor"] = self.best.prefetch_factor
+            if any(s.worker_type == "thread" for s in self.settings):
+                out["worker_type"] = self.best.worker_type
         return {key: value for key, value in out.items() if key in self.settable}
 
     def overrides(self, prefix: str = "data.init_args") -> list[str]:
@@ -83,11 +98,11 @@ class TunerResult:
 
     def table(self) -> str:
         """The curve as text, one row per setting, the recommended one marked."""
-        lines = ["workers  prefetch  loader samples/s  training samples/s (predicted)  start-up s  main MiB  "
+        lines = ["workers  type     prefetch  loader samples/s  training samples/s (predicted)  start-up s  main MiB  "
                  "MiB/worker"]
         for s in self.settings:
             mark = "  <- recommended" if s is self.best else ""
-            lines.append(f"{s.num_workers:7d}  {s.prefetch_factor:8d}  {s.samples_per_s:16.1f}  "
+            lines.append(f"{s.num_workers:7d}  {s.label:7s}  {s.prefetch_factor:8d}  {s.samples_per_s:16.1f}  "
                          f"{s.predicted(self.target):30.1f}  {s.startup_s:10.3f}  {s.main_mb:8.0f}  "
                          f"{s.mb_per_worker:10.0f}{mark}")
         if self.target:
@@ -111,20 +126,25 @@ def worker_counts(max_workers: int) -> list[int]:
     return sorted(set(counts))
 
 
-def _measure(make_loader: Callable[[int, int], Iterable[Any]], batch_size_of: Callable[[Any], int], workers: int,
-             prefetch: int, batches: int, clock: Callable[[], float]) -> Setting:
-    measured = measure_loader(make_loader(workers, prefetch), batch_size_of, batches=batches, clock=clock)
+def _measure(make_loader: Callable[[int, int, str], Iterable[Any]], batch_size_of: Callable[[Any], int],
+             workers: int, prefetch: int, worker_type: str, batches: int, clock: Callable[[], float],
+             main_baseline_mb: float = 0.0) -> Setting:
+    measured = measure_loader(make_loader(workers, prefetch, worker_type), batch_size_of, batches=batches, clock=clock)
     memory = measured["memory_mb"]
-    return Setting(workers, prefetch, float(measured["samples_per_s"]), float(measured["startup_s"]),
-                   float(memory["main"]), float(memory["workers"]))
+    main, added = float(memory["main"]), float(memory["workers"])
+    if worker_type == "thread":  # no worker processes: what the threads and their batches add to this one
+        added = max(0.0, main - main_baseline_mb)
+    return Setting(workers, prefetch, float(measured["samples_per_s"]), float(measured["startup_s"]), main, added,
+                   worker_type)
 
 
 def tune_loader(
-    make_loader: Callable[[int, int], Iterable[Any]],
+    make_loader: Callable[[int, int, str], Iterable[Any]],
     batch_size_of: Callable[[Any], int],
     *,
     max_workers: int,
     prefetch_factors: Sequence[int] = (2, 4),
+    worker_types: Sequence[str] = ("process",),
     target: float | None = None,
     batches: int = 20,
     knee: float = 0.10,
@@ -134,10 +154,11 @@ def tune_loader(
     """Measure loader settings and recommend one (see the module docstring).
 
     Args:
-        make_loader: ``(num_workers, prefetch_factor) -> loader`` (a fresh one per setting).
+        make_loader: ``(num_workers, prefetch_factor, worker_type) -> loader`` (a fresh one per setting).
         batch_size_of: Samples in a batch.
         max_workers: The most workers to try (the cores per local rank).
         prefetch_factors: Depths tried on the chosen worker count (the first is the default).
+        worker_types: ``"process"`` and, for a map-style dataset, ``"thread"``.
         target: The samples/s the model consumes (its speed of light); ``None`` when unknown.
         batches: Batches measured per setting (the first, the start-up, is left out of the rate).
         knee: Smallest relative gain worth one more step of workers.
@@ -145,43 +166,77 @@ def tune_loader(
         clock: Returns seconds (tests pass a fake).
 
     Raises:
-        ValueError: ``max_workers`` below 0, ``batches`` below 2 or no prefetch factor.
+        ValueError: ``max_workers`` below 0, ``batches`` below 2, no prefetch factor or an unknown worker type.
     """
     if max_workers < 0 or batches < 2 or not prefetch_factors:
         raise ValueError(f"need max_workers >= 0, batches >= 2 and a prefetch factor; got {max_workers}, {batches}, "
                          f"{list(prefetch_factors)}")
+    unknown = set(worker_types) - {"process", "thread"}
+    if unknown or "process" not in worker_types:
+        raise ValueError(f"worker_types must hold 'process' and may add 'thread', got {list(worker_types)}")
     default = prefetch_factors[0]
-    settings: list[Setting] = []
-    for workers in worker_counts(max_workers):
-        setting = _measure(make_loader, batch_size_of, workers, default, batches, clock)
-        previous = max((s.samples_per_s for s in settings), default=0.0)
-        settings.append(setting)
-        if target is not None and setting.num_workers and setting.samples_per_s >= target:
-            break  # workers already supply more than the model consumes: more buy nothing
-        if setting.num_workers >= 2 and setting.samples_per_s < previous * (1 + knee):
-            break  # the knee: another step of workers adds less than `knee`
-        # (From 0 to 1 worker the loader alone rarely gets faster: the worker's value is the overlap
-        # with the training step, which the prediction accounts for, so the search always goes on.)
-    chosen = _recommend(settings, target, knee, tolerance).best
+
+    def curve(worker_type: str, counts: list[int], settings: list[Setting]) -> list[Setting]:
+        baseline = settings[0].main_mb if settings else 0.0
+        measured: list[Setting] = []
+        for workers in counts:
+            setting = _measure(make_loader, batch_size_of, workers, default, worker_type, batches, clock, baseline)
+            previous = max((s.samples_per_s for s in settings + measured), default=0.0)
+            measured.append(setting)
+            if target is not None and setting.num_workers and setting.samples_per_s >= target:
+                break  # workers already supply more than the model consumes: more buy nothing
+            if setting.num_workers >= 2 and setting.samples_per_s < previous * (1 + knee):
+                break  # the knee: another step of workers adds less than `knee`
+            # (From 0 to 1 worker the loader alone rarely gets faster: the worker's value is the overlap
+            # with the training step, which the prediction accounts for, so the search always goes on.)
+        return measured
+
+    settings = curve("process", worker_counts(max_workers), [])
+    chosen = _pick(settings, target, knee, tolerance)[0]
     if chosen.num_workers:  # deeper prefetch on the worker count the curve recommends
         for prefetch in prefetch_factors[1:]:
-            settings.append(_measure(make_loader, batch_size_of, chosen.num_workers, prefetch, batches, clock))
+            settings.append(_measure(make_loader, batch_size_of, chosen.num_workers, prefetch, "process", batches,
+                                     clock))
+    if "thread" in worker_types and max_workers:
+        main_only = [s for s in settings if not s.num_workers]
+        settings += curve("thread", [n for n in worker_counts(max_workers) if n], main_only)
     return _recommend(settings, target, knee, tolerance)
 
 
-def _recommend(settings: list[Setting], target: float | None, knee: float, tolerance: float) -> TunerResult:
+def _pick(settings: list[Setting], target: float | None, knee: float,
+          tolerance: float) -> tuple[Setting, str, float]:
+    """The cheapest setting within reach of the best, why, and the best rate (predicted with a target)."""
     by_cost = sorted(settings, key=lambda s: (s.num_workers, s.prefetch_factor))
     if target is None:
         # Without the model's rate, workers are assumed worth their overlap with the step.
         candidates = [s for s in by_cost if s.num_workers] or by_cost
         top = max(s.samples_per_s for s in candidates)
         best = next(s for s in candidates if s.samples_per_s >= top / (1 + knee))
-        return TunerResult(settings, best, target, f"the knee: within {knee:.0%} of the best loader rate measured")
+        return best, f"the knee: within {knee:.0%} of the best loader rate measured", top
     top = max(s.predicted(target) for s in settings)
     best = next(s for s in by_cost if s.predicted(target) >= top * (1 - tolerance))
+    reason = f"the smallest setting predicted within {tolerance:.0%} of the best training rate ({top:.1f} samples/s)"
+    return best, reason, top
+
+
+def _recommend(settings: list[Setting], target: float | None, knee: float, tolerance: float) -> TunerResult:
+    processes = [s for s in settings if s.worker_type == "process"]
+    best, reason, top = _pick(processes, target, knee, tolerance)
     notes = []
-    if top < target * (1 - tolerance):
+    threads = [s for s in settings if s.worker_type == "thread"]
+    if threads:
+        main_only = [s for s in processes if not s.num_workers]
+        by_thread, _, thread_top = _pick(threads + main_only, target, knee, tolerance)
+        if by_thread.num_workers and thread_top >= top * (1 - tolerance):
+            saved = best.workers_mb - by_thread.workers_mb if best.num_workers else 0.0
+            reason = (f"threads load within {tolerance:.0%} of worker processes ({thread_top:.1f} vs {top:.1f} "
+                      f"samples/s) with {by_thread.mb_per_worker:.0f} MiB per thread"
+                      + (f", {saved:.0f} MiB less than the processes" if saved > 0 else ""))
+            best = by_thread
+        else:
+            notes.append(f"loader threads reach {thread_top / max(top, 1e-9):.0%} of the processes' rate: the "
+                         "per-sample work holds the GIL (pure-Python transforms), so worker processes stay")
+    if target is not None and top < target * (1 - tolerance):
         notes.append(f"no setting supplies the model's {target:.1f} samples/s (best predicted {top:.1f}): the run "
                      "stays input-bound; lighter CPU work per sample, GPU decoding (DALI) or more cores per rank")
-    reason = f"the smallest setting predicted within {tolerance:.0%} of the best training rate ({top:.1f} samples/s)"
     return TunerResult(settings, best, target, reason, notes)

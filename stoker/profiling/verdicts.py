@@ -28,13 +28,20 @@ class LoaderInfo:
     batch_size: int | None = None
     cores_per_rank: int = 1
     on_cuda: bool = False
+    worker_type: str = "process"
+    threads_possible: bool = False  # a map-style dataset: worker_type="thread" would load it
 
     @classmethod
     def from_loader(cls, loader: Any, *, cores_per_rank: int, on_cuda: bool) -> LoaderInfo:
         """Read the settings from a ``torch.utils.data.DataLoader`` (anything else gives defaults)."""
-        workers = int(getattr(loader, "num_workers", 0) or 0)
+        from torch.utils.data import IterableDataset
+
+        workers = int(getattr(loader, "loading_workers", None) or getattr(loader, "num_workers", 0) or 0)
+        dataset = getattr(loader, "dataset", None)
         return cls(
             num_workers=workers,
+            worker_type=str(getattr(loader, "worker_type", "process")),
+            threads_possible=dataset is not None and not isinstance(dataset, IterableDataset),
             pin_memory=bool(getattr(loader, "pin_memory", False)),
             persistent_workers=bool(getattr(loader, "persistent_workers", False)),
             prefetch_factor=getattr(loader, "prefetch_factor", None) if workers else None,
@@ -72,12 +79,31 @@ def suggestions(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[floa
         out.append(f"host-to-device copy takes {slow['transfer_ms']:.1f} ms per step from pageable memory: "
                    "set pin_memory=True")
     later = first_batch_s[1:]
-    if loader.num_workers > 0 and not loader.persistent_workers and later:
+    restarts = False
+    if loader.num_workers > 0 and not loader.persistent_workers and later and loader.worker_type == "process":
         mean_later = sum(later) / len(later)
         if mean_later > 5 * max(slow["fetch_ms"] / 1000, 1e-3):
+            restarts = True
             out.append(f"each epoch restarts its workers ({mean_later:.2f} s to the first batch): "
                        "set persistent_workers=True")
+    out.extend(_thread_suggestion(run, loader, restarts))
     return out
+
+
+THREAD_WORKER_MB = 200.0  # memory unique to each worker process above which threads are worth suggesting
+
+
+def _thread_suggestion(run: RankAggregate, loader: LoaderInfo, restarts: bool) -> list[str]:
+    """Suggest loader threads when worker processes cost memory or start-up that threads would not."""
+    if loader.worker_type != "process" or loader.num_workers == 0 or not loader.threads_possible:
+        return []
+    per_worker = mean_of(run, "workers_rss_mb", run.slowest_rank) / loader.num_workers
+    if per_worker >= THREAD_WORKER_MB:
+        return [f"each of the {loader.num_workers} worker processes holds {per_worker:.0f} MiB of its own: "
+                "worker_type='thread' loads the same batches in threads of this process, without those copies"]
+    if restarts:
+        return ["or worker_type='thread': loader threads start at once, with no process to spawn per epoch"]
+    return []
 
 
 def _feeding_suggestions(run: RankAggregate, loader: LoaderInfo) -> list[str]:
@@ -207,7 +233,8 @@ def format_summary(run: RankAggregate, loader: LoaderInfo, first_batch_s: list[f
         f"{int(run.per_rank[0]['num_workers'])} workers {mean_of(run, 'workers_rss_mb', 0):.0f} MiB unique to them"
     )
     lines.append(
-        f"  loader: {loader.num_workers} workers, {loader.cores_per_rank} cores per rank, pin_memory="
+        f"  loader: {loader.num_workers} {'threads' if loader.worker_type == 'thread' else 'workers'}, "
+        f"{loader.cores_per_rank} cores per rank, pin_memory="
         f"{loader.pin_memory}, persistent_workers={loader.persistent_workers}, prefetch_factor={loader.prefetch_factor}"
     )
     if steps == 0:

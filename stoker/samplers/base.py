@@ -62,6 +62,9 @@ class ResumableSampler(DistributedSampler):
     """
 
     order_keys: tuple[str, ...] = ("seed", "num_replicas", "length")
+    # Whether a mid-epoch state from another number of ranks resumes (the rest of the epoch dealt again,
+    # see rest_items); samplers whose shares are not cut from one global order refuse such a state.
+    elastic: bool = False
 
     def __init__(
         self,
@@ -81,6 +84,10 @@ class ResumableSampler(DistributedSampler):
         self.length = length
         self.yielded = 0
         self._resume_at: int | None = None
+        # An epoch resumed on another number of ranks: the world sizes and per-rank counts that consumed its
+        # start, and the count this rank's share of the rest is reported after (see load_state_dict).
+        self._stages: list[dict[str, Any]] = []
+        self._offset = 0
 
     # ----------------------------------------------------------------- what a subclass provides
     def epoch_items(self) -> list[Any]:
@@ -89,6 +96,19 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def rest_items(self, stages: list[dict[str, Any]]) -> list[Any]:
+        """This rank's share of what :attr:`epoch` has left once ``stages`` consumed its start (elastic samplers).
+
+        Each stage is ``{"num_replicas": W, "yielded": [count per rank]}``: a run on ``W`` ranks whose rank
+        ``r`` handed out the first ``yielded[r]`` items of its share of what the earlier stages had left.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not resume on another number of ranks")
+
+    @property
+    def elastic_rest(self) -> int | None:
+        """Items this rank yields in an epoch resumed from another number of ranks (``None`` otherwise)."""
+        return len(self) - self._offset if self._stages else None
 
     # ----------------------------------------------------------------- the epoch
     @property  # type: ignore[override]
@@ -110,27 +130,39 @@ class ResumableSampler(DistributedSampler):
         if epoch != self.epoch:
             self._resume_at = None
             self.yielded = 0
+            self._stages, self._offset = [], 0
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[Any]:
         # A generator: the epoch's items are computed at the first next(), after Lightning's set_epoch
         # and the loader's load_state_dict have had their say.
-        start, self._resume_at = self._resume_at or 0, None
-        items = self.epoch_items()
+        resume_at, self._resume_at = self._resume_at, None
+        if resume_at is None:  # a fresh pass over the epoch, whatever an earlier resume had set up
+            self._stages, self._offset = [], 0
+        start = resume_at or 0
+        items = self.rest_items(self._stages) if self._stages else self.epoch_items()
         self.yielded = start
-        for item in items[start:]:
+        for item in items[start - self._offset:]:
             self.yielded += 1
             yield item
 
     # ----------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
         """Where this rank is in the epoch, and what would make the position meaningless if changed."""
-        state = {"epoch": self.epoch, "yielded": self.yielded, "size": len(self)}
+        state: dict[str, Any] = {"epoch": self.epoch, "yielded": self.yielded, "size": len(self)}
         state.update({key: getattr(self, key) for key in self.order_keys})
+        if self._stages:
+            state.update(stages=[dict(stage) for stage in self._stages], offset=self._offset)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume at the state's position: the next iteration yields the rest of its epoch.
+
+        A state gathered from every rank of a run on another number of ranks (``ranks_yielded``, see
+        :func:`stoker.data.loader.own_state`) resumes an :attr:`elastic` sampler: what the old ranks had
+        handed out is left out and the rest of the epoch is dealt again over this run's ranks
+        (:meth:`rest_items`); :attr:`yielded` then counts from ``len(self) - len(rest)``, so the epoch still
+        ends after ``len(self)`` items.
 
         Raises:
             ValueError: A key is missing, or the state was saved mid-epoch with another value of one of
@@ -141,20 +173,38 @@ class ResumableSampler(DistributedSampler):
             raise ValueError(f"{type(self).__name__} state lacks {sorted(missing)}; pass what state_dict() returned")
         epoch, yielded = int(state_dict["epoch"]), int(state_dict["yielded"])
         size = int(state_dict.get("size", len(self)))
-        if not 0 <= yielded <= size:
+        ranks = [int(y) for y in state_dict.get("ranks_yielded", [yielded])]
+        if not all(0 <= y <= size for y in ranks):
             raise ValueError(f"{type(self).__name__} state has yielded={yielded}, outside [0, {size}] for this rank")
-        if yielded == size or yielded == 0:
+        if all(y == size for y in ranks) or all(y == 0 for y in ranks):
             # The whole epoch was handed out (or nothing of it): start an epoch afresh.
             self.set_epoch(epoch + 1 if yielded else epoch)
             return
+        saved_world = int(state_dict.get("num_replicas", self.num_replicas))
         for key in self.order_keys:
             mine = getattr(self, key)
-            if key in state_dict and state_dict[key] != mine:
+            if key not in state_dict or state_dict[key] == mine or (key == "num_replicas" and self.elastic):
+                continue
+            raise ValueError(
+                f"cannot resume {type(self).__name__} mid-epoch: the checkpoint has {key}={state_dict[key]}, this "
+                f"run has {key}={mine}, so the epoch's order differs. Resume with the same {key}, or from a "
+                "checkpoint written at the end of an epoch"
+            )
+        stages = [dict(stage) for stage in state_dict.get("stages", [])]
+        offset = int(state_dict.get("offset", 0))
+        if saved_world != self.num_replicas or "ranks_yielded" in state_dict:
+            if len(ranks) != saved_world:
                 raise ValueError(
-                    f"cannot resume {type(self).__name__} mid-epoch: the checkpoint has {key}={state_dict[key]}, this "
-                    f"run has {key}={mine}, so the epoch's order differs. Resume with the same {key}, or from a "
-                    "checkpoint written at the end of an epoch"
+                    f"cannot resume {type(self).__name__} on {self.num_replicas} rank(s) from a checkpoint of "
+                    f"{saved_world} ranks that holds the position of {len(ranks)}: every rank's position is needed "
+                    "(checkpoints written by stoker gather them)"
                 )
+            stages.append({"num_replicas": saved_world, "yielded": [y - offset for y in ranks]})
+            self._stages = stages
+            self._offset = len(self) - len(self.rest_items(stages))
+            yielded = self._offset
+        else:
+            self._stages, self._offset = stages, offset
         self.epoch = epoch
         self.yielded = yielded
         self._resume_at = yielded

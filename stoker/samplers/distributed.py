@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sized
+from typing import Any
 
 import torch
 
@@ -22,6 +23,10 @@ class ResumableDistributedSampler(ResumableSampler):
 
     With ``batch_size`` and ``drop_last`` each rank's share is cut to whole batches, so which
     samples fall off changes every epoch (they are the tail of that epoch's permutation).
+
+    A mid-epoch checkpoint of another number of ranks resumes (elastic): the samples its ranks had
+    handed out are left out and the rest of that epoch's permutation is dealt over this run's ranks by
+    the same rule, so no sample is trained twice or skipped beyond the usual padding or cut.
 
     Args:
         dataset: What is sampled (only its length is used), or the length itself.
@@ -68,8 +73,15 @@ class ResumableDistributedSampler(ResumableSampler):
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
         return torch.randperm(self.length, generator=generator).tolist()
 
+    elastic = True
+
     def epoch_items(self) -> list[int]:
         return self.plan.shard(self.order(), self.rank)
+
+    def rest_items(self, stages: list[dict[str, Any]]) -> list[int]:
+        """This rank's share of the epoch's order once ``stages`` handed out its start (see the base class)."""
+        order = self.order()
+        return [order[position] for position in self.plan.rest_positions(stages, self.rank)]
 
     def __len__(self) -> int:
         return self.num_samples

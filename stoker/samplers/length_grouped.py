@@ -17,6 +17,7 @@ batch is seen exactly once. It resumes mid-epoch like every stoker sampler.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -74,7 +75,8 @@ class LengthGroupedBatchSampler(ResumableSampler):
     identical on every rank, and each rank takes its share of the batches by
     :class:`~stoker.samplers.ShardPlan`: in training (``even=True``) the same number on every rank
     (the first batches repeated, or the surplus cut with ``drop_last``, chosen at random by the
-    shuffle); in evaluation (``even=False``) every batch exactly once.
+    shuffle); in evaluation (``even=False``) every batch exactly once. A mid-epoch checkpoint of another
+    number of ranks resumes with the epoch's remaining batches dealt over this run's ranks.
 
     Args:
         lengths: Token length of every sample of the dataset.
@@ -150,8 +152,15 @@ class LengthGroupedBatchSampler(ResumableSampler):
         """This rank's batches for the current epoch, in order (the full list, ignoring any resume point)."""
         return self.plan.shard(self.global_batches(), self.rank)
 
+    elastic = True
+
     def epoch_items(self) -> list[list[int]]:
         return self.rank_batches()
+
+    def rest_items(self, stages: list[dict[str, Any]]) -> list[list[int]]:
+        """This rank's batches of what ``stages`` left of the epoch's batches (a resume on other ranks)."""
+        batches = self.global_batches()
+        return [batches[position] for position in self.plan.rest_positions(stages, self.rank)]
 
     def __len__(self) -> int:
         return self.plan.share(self.rank)

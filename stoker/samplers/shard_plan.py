@@ -20,8 +20,8 @@ training loaders' last-batch rule), so the sampler never hands out samples that 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
 
 ShardMode = Literal["pad", "cut", "unrepeated"]
 SHARD_MODES: tuple[str, ...] = ("pad", "cut", "unrepeated")
@@ -138,6 +138,23 @@ class ShardPlan:
         if len(items) != self.num_samples:
             raise ValueError(f"the plan is for {self.num_samples} items, got {len(items)}")
         return [items[p] for p in self.positions(rank)]
+
+    def rest_positions(self, stages: Sequence[dict[str, Any]], rank: int = 0) -> list[int]:
+        """Positions into the global order that rank ``rank`` yields of what ``stages`` left of the epoch.
+
+        Each stage ``{"num_replicas": W, "yielded": [count per rank]}`` is a run on ``W`` ranks (an earlier
+        part of the epoch, before a resume on another number of ranks) that cut what was left of the order
+        by this plan's rule and whose rank ``r`` handed out the first ``yielded[r]`` items of its share.
+        Those are removed; what remains, in its order, is cut by this plan's rule over its own ranks.
+        """
+        left = list(range(self.num_samples))
+        for stage in stages:
+            plan = replace(self, num_samples=len(left), num_replicas=int(stage["num_replicas"]))
+            taken: set[int] = set()
+            for stage_rank, count in enumerate(stage["yielded"]):
+                taken.update(plan.shard(left, stage_rank)[: int(count)])
+            left = [position for position in left if position not in taken]
+        return replace(self, num_samples=len(left)).shard(left, rank)
 
 
 def worker_batches(num_batches: int, worker: int, workers: int) -> int:

@@ -31,3 +31,11 @@ def test_litdata_still_reads_samples_through_the_wrapped_loader_method() -> None
     assert type(loader).__name__ == "PyTreeLoader" and isinstance(loader, PyTreeLoader)  # litdata checks the name
     record = loader.load_item_from_chunk(0, 0, "/x/chunk-0-0.bin", 0, 10)
     assert record["chunk"] == "chunk-0-0.bin" and "damaged" in record["damaged"]
+
+
+def test_litdata_still_reads_by_position_from_the_flag_stoker_clears() -> None:
+    pytest.importorskip("litdata")
+    from litdata import StreamingDataset
+
+    source = inspect.getsource(StreamingDataset)
+    assert "self._on_demand_bytes = True" in source and "on_demand_bytes=self._on_demand_bytes" in source

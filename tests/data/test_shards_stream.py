@@ -112,8 +112,11 @@ def test_the_main_process_state_starts_the_next_epoch(shard_set: Path) -> None:
 
 def test_a_state_of_other_settings_is_refused(shard_set: Path) -> None:
     state = {**_stream(shard_set, 0, 2).state_dict(), "yielded": 4}
-    with pytest.raises(ValueError, match="the checkpoint has num_replicas=2, this run has num_replicas=1. Resume"):
+    with pytest.raises(ValueError, match=r"in the middle of an epoch with other loader workers or ranks \(the "
+                                         r"checkpoint has num_replicas=2, this run has num_replicas=1\)"):
         _stream(shard_set, 0, 1).load_state_dict(state)
+    with pytest.raises(ValueError, match="the checkpoint has seed=0, this run has seed=3. Resume with the same seed"):
+        _stream(shard_set, 0, 1).load_state_dict({**_stream(shard_set, 0, 1).state_dict(), "seed": 0, "yielded": 4})
 
 
 def test_metadata_promising_more_samples_than_the_shards_hold_fails_before_training(shard_set: Path) -> None:

@@ -249,3 +249,16 @@ def test_a_stream_skips_and_counts_chats_truncated_before_their_answer(tmp_path:
     batches = list(dm.train_dataloader())
     assert batches and all((b["labels"] != -100).any() for b in batches), "every row has something to learn"
     assert dm.datasets["train"].skipped.get("assistant truncated", 0) >= 1
+
+
+def test_a_number_in_one_chat_does_not_drop_the_others(tmp_path: Path) -> None:
+    # One row's integer content once changed how the whole column decoded, and valid chats were dropped as
+    # "missing content". Only the row with the number is skipped, counted, and said to hold no text.
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    number = {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": 6}]}
+    chats = write_jsonl(tmp_path / "mixed.jsonl", [good, number, good, good])
+    dm = make(tmp_path, chats, task="sft", chat_template=TEMPLATE, packing="none", max_length=64, batch_size=1,
+              max_bad_fraction=0.5)
+    report = dm.describe()["packing"]
+    assert report["skipped_rows"] == {"content not text": 1}
+    assert report["examples"] == 3

@@ -266,3 +266,26 @@ def test_gap_timer_reads_idle_gaps_from_cuda_events() -> None:
     assert busy > 0
     assert idle >= 5 * 0.02  # five gaps, each holding a whole sleep; a busy span taken for a gap would fail
     assert timer.take() == (0.0, 0.0)  # each pair is read once
+
+
+def test_threads_are_suggested_when_worker_processes_cost_memory_or_restarts() -> None:
+    heavy = _row(0.01)
+    heavy[RANK_FIELDS.index("workers_rss_mb")] = 900.0  # 2 workers, 450 MiB each
+    run = aggregate_ranks([heavy])
+    map_style = LoaderInfo(num_workers=2, threads_possible=True, persistent_workers=True)
+    text = "\n".join(suggestions(run, map_style, []))
+    assert "each of the 2 worker processes holds 450 MiB" in text and "worker_type='thread'" in text
+    # A stream cannot be loaded by threads, and a loader already on threads is not told to switch.
+    stream = LoaderInfo(num_workers=2, persistent_workers=True)
+    assert not any("thread" in line for line in suggestions(run, stream, []))
+    on_threads = LoaderInfo(num_workers=2, threads_possible=True, worker_type="thread")
+    assert not any("worker_type" in line for line in suggestions(run, on_threads, [2.0, 1.5]))
+    assert "2 threads" in format_summary(run, on_threads, [2.0], steps=1)
+    # Light workers: nothing to say unless every epoch restarts them.
+    light = aggregate_ranks([_row(0.6, fetch_ms=1.0)])
+    restarting = LoaderInfo(num_workers=2, threads_possible=True, cores_per_rank=2)
+    lines = suggestions(light, restarting, [2.0, 1.5])
+    assert any("persistent_workers=True" in line for line in lines)
+    assert any("no process to spawn per epoch" in line for line in lines)
+    assert not any("thread" in line for line in suggestions(light, LoaderInfo(num_workers=2, threads_possible=True,
+                                                                              persistent_workers=True), []))

@@ -25,14 +25,17 @@ class FakeClock:
 class CostedLoader:
     """Yields ``batches`` batches; each costs ``batch_s / workers`` (at least ``floor_s``, the main process).
 
-    The first batch also costs ``startup_s`` per worker (spawning them). Nothing sleeps: the clock moves.
+    The first batch also costs ``startup_s`` per worker process (spawning them). Threads start at once and
+    run ``gil`` of the per-batch work one at a time (the share that holds the GIL). Nothing sleeps: the clock moves.
     """
 
     def __init__(self, clock: FakeClock, workers: int, *, batch_s: float, floor_s: float, startup_s: float = 0.05,
-                 batches: int = 50) -> None:
+                 batches: int = 50, worker_type: str = "process", gil: float = 0.0) -> None:
         self.clock, self.workers, self.batches = clock, workers, batches
-        self.each = max(batch_s / max(1, workers), floor_s)
-        self.startup = startup_s * workers
+        threads = worker_type == "thread"
+        parallel = batch_s * (1 - gil) if threads else batch_s
+        self.each = max(parallel / max(1, workers) + (batch_s * gil if threads else 0.0), floor_s)
+        self.startup = 0.0 if threads else startup_s * workers
 
     def __iter__(self) -> Iterator[list[int]]:
         for index in range(self.batches):
@@ -40,13 +43,20 @@ class CostedLoader:
             yield [0] * BATCH
 
 
-def tuner(batch_s: float, floor_s: float, **kwargs: Any) -> tuple[Any, list[tuple[int, int]]]:
-    """Tune a :class:`CostedLoader`; returns the result and the settings measured, in order."""
+def tuner(batch_s: float, floor_s: float, gil: float = 0.0, **kwargs: Any) -> tuple[Any, list[tuple[int, int]]]:
+    """Tune a :class:`CostedLoader`; returns the result and the (workers, prefetch) measured, in order."""
+    result, built = typed_tuner(batch_s, floor_s, gil, **kwargs)
+    return result, [(workers, prefetch) for workers, prefetch, _ in built]
+
+
+def typed_tuner(batch_s: float, floor_s: float, gil: float = 0.0,
+                **kwargs: Any) -> tuple[Any, list[tuple[int, int, str]]]:
+    """:func:`tuner` with the worker type of each setting measured."""
     clock, built = FakeClock(), []
 
-    def make_loader(workers: int, prefetch: int) -> CostedLoader:
-        built.append((workers, prefetch))
-        return CostedLoader(clock, workers, batch_s=batch_s, floor_s=floor_s)
+    def make_loader(workers: int, prefetch: int, worker_type: str) -> CostedLoader:
+        built.append((workers, prefetch, worker_type))
+        return CostedLoader(clock, workers, batch_s=batch_s, floor_s=floor_s, worker_type=worker_type, gil=gil)
 
     return tune_loader(make_loader, len, clock=clock, **kwargs), built
 
@@ -110,8 +120,40 @@ def test_memory_per_worker() -> None:
     assert Setting(0, 2, 1.0, 0.0, 100.0, 0.0).mb_per_worker == 0.0
 
 
+def test_threads_that_keep_up_are_recommended_with_their_memory() -> None:
+    # Decoding that releases the GIL: threads load as fast as processes, so the cheaper backend wins.
+    result, built = typed_tuner(0.08, 0.02, max_workers=4, target=1000.0, worker_types=("process", "thread"))
+    assert [(w, t) for w, _, t in built if t == "thread"] == [(1, "thread"), (2, "thread"), (4, "thread")]
+    assert result.best.worker_type == "thread" and result.best.num_workers == 4
+    assert "threads load within 5% of worker processes" in result.reason and "MiB per thread" in result.reason
+    assert result.values() == {"num_workers": 4, "prefetch_factor": 2, "worker_type": "thread"}
+    assert "--data.init_args.worker_type=thread" in result.overrides()
+    assert "worker_type: thread" in result.yaml()
+    table = result.table()
+    assert "  thread  " in table and "  process  " in table and "  main  " in table
+
+
+def test_work_that_holds_the_gil_keeps_processes() -> None:
+    # 90% of each batch's work holds the GIL: more threads barely help, processes scale.
+    result, _ = typed_tuner(0.08, 0.02, gil=0.9, max_workers=4, target=1000.0, worker_types=("process", "thread"))
+    assert result.best.worker_type == "process" and result.best.num_workers == 4
+    assert any("holds the GIL" in note for note in result.notes)
+    assert result.values()["worker_type"] == "process"
+    # Threads are only ever measured when asked for (a stream keeps processes).
+    _, built = typed_tuner(0.08, 0.02, max_workers=4, target=1000.0)
+    assert {t for _, _, t in built} == {"process"}
+
+
+def test_thread_memory_is_what_the_process_grows_by() -> None:
+    setting = Setting(2, 2, 1.0, 0.0, 300.0, 40.0, "thread")
+    assert setting.mb_per_worker == 20.0 and setting.label == "thread"
+    assert Setting(0, 2, 1.0, 0.0, 300.0, 0.0, "thread").label == "main"
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="max_workers >= 0"):
-        tune_loader(lambda w, p: [], len, max_workers=-1)
+        tune_loader(lambda w, p, t: [], len, max_workers=-1)
     with pytest.raises(ValueError, match="batches >= 2"):
-        tune_loader(lambda w, p: [], len, max_workers=2, batches=1)
+        tune_loader(lambda w, p, t: [], len, max_workers=2, batches=1)
+    with pytest.raises(ValueError, match="worker_types must hold 'process'"):
+        tune_loader(lambda w, p, t: [], len, max_workers=2, worker_types=("fiber",))

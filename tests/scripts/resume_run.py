@@ -38,7 +38,12 @@ def build(name: str, data: Path, workers: int) -> L.LightningDataModule:
 
     ``"module:variant"`` asks ``tests.scripts.<module>.build(variant, data, workers)`` instead, so a
     feature adds its variants in a file of its own (it may define ``identities(batch)`` too).
+    ``"NAME!BREAK"`` builds ``NAME`` with one of stoker's resume safeguards taken out (:func:`broken`), for the
+    tests that show a seam's regression test fails without it.
     """
+    if "!" in name:
+        base, what = name.split("!", 1)
+        return broken(build(base, data, workers), what)
     if ":" in name:
         module, variant = name.split(":", 1)
         return importlib.import_module(f"tests.scripts.{module}").build(variant, data, workers)
@@ -73,6 +78,50 @@ def build(name: str, data: Path, workers: int) -> L.LightningDataModule:
     raise ValueError(f"unknown DataModule variant {name!r}")
 
 
+def broken(dm: L.LightningDataModule, what: str) -> L.LightningDataModule:
+    """``dm`` without a resume safeguard: ``forget_sampler_state`` drops the training sampler's state that the
+    DataModule keeps in checkpoints; ``ignore_loader_state`` makes the training loader ignore the state Lightning
+    restores into it from ``ckpt_path``."""
+    if what == "forget_sampler_state":
+        load = dm.load_state_dict
+        dm.load_state_dict = lambda state: load({k: v for k, v in state.items() if k != "train_sampler"})  # type: ignore[method-assign]
+        return dm
+    if what == "ignore_loader_state":
+        make = dm.train_dataloader
+
+        def train_dataloader() -> Any:
+            loader = make()
+            loader.load_state_dict = lambda state: None
+            return loader
+
+        dm.train_dataloader = train_dataloader  # type: ignore[method-assign]
+        return dm
+    if what == "plain_sampler":  # a sampler that is no DistributedSampler: Lightning wraps it (and reshuffles)
+        make = dm.train_dataloader
+
+        def plain_loader() -> Any:
+            from torch.utils.data import DataLoader, Sampler
+
+            loader = make()
+
+            class Plain(Sampler):
+                def __init__(self, inner: Any) -> None:
+                    self.inner = inner
+
+                def __iter__(self) -> Any:
+                    return iter(self.inner)
+
+                def __len__(self) -> int:
+                    return len(self.inner)
+
+            return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=Plain(loader.sampler),
+                              collate_fn=loader.collate_fn, drop_last=loader.drop_last)
+
+        dm.train_dataloader = plain_loader  # type: ignore[method-assign]
+        return dm
+    raise ValueError(f"unknown safeguard {what!r}")
+
+
 def identities(batch: dict[str, torch.Tensor], name: str = "") -> list[str]:
     """What identifies each sample of a batch: its dataset index and a hash of the exact tensor the model gets
     (the augmented image or spectrogram), or (text) a hash of its real tokens.
@@ -80,6 +129,7 @@ def identities(batch: dict[str, torch.Tensor], name: str = "") -> list[str]:
     With the tensor in the identity, "the resumed run trained on the same samples" means the same augmented
     tensors, bit for bit, not only the same files.
     """
+    name = name.split("!", 1)[0]
     if ":" in name:
         custom = getattr(importlib.import_module(f"tests.scripts.{name.split(':', 1)[0]}"), "identities", None)
         if custom is not None:
@@ -121,6 +171,11 @@ class Recorder(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         pass
 
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:  # which epochs ran their validation, and after how many steps
+            with (self.out / f"validated-{self.global_rank}.jsonl").open("a") as handle:
+                handle.write(json.dumps({"epoch": self.current_epoch, "step": self.global_step}) + "\n")
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
@@ -150,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt", default=None)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--strategy", default="ddp", help="how 2 ranks are launched: ddp, or ddp_fork from a fork")
+    parser.add_argument("--no-distributed-sampler", action="store_true", help="Trainer(use_distributed_sampler=False)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     callbacks: list[L.Callback] = []
@@ -162,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         accelerator="cpu", devices=args.ranks, strategy=args.strategy if args.ranks > 1 else "auto",
         max_epochs=args.epochs, num_sanity_val_steps=0, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=bool(callbacks), callbacks=callbacks,
-        default_root_dir=args.out,
+        default_root_dir=args.out, use_distributed_sampler=not args.no_distributed_sampler,
     )
     trainer.fit(Recorder(args.out, args.stop_at, args.name), datamodule=build(args.name, args.data, args.workers),
                 ckpt_path=args.ckpt)

@@ -26,7 +26,8 @@ Task = Literal["causal_lm", "sft", "mlm"]
 TASKS: tuple[str, ...] = ("causal_lm", "sft", "mlm")
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 # Why a row is kept out (counted against max_bad_fraction): the ``problem`` column.
-LM_PROBLEMS: tuple[str, ...] = ("missing text", "empty text", "not a conversation", "unknown role", "missing content")
+LM_PROBLEMS: tuple[str, ...] = ("missing text", "empty text", "not a conversation", "unknown role", "missing content",
+                                "content not text")
 PROMPT_ONLY = "prompt only"  # a chat without an assistant turn: skipped and reported, not an error
 # An SFT chat truncated to a row that ends before its first assistant token: nothing to learn, skipped.
 ASSISTANT_TRUNCATED = "assistant truncated"
@@ -75,7 +76,9 @@ def check_messages(value: Any) -> str:
         if message.get("role") not in ROLES:
             return "unknown role"
         content = message.get("content")
-        if not isinstance(content, str) or not content.strip():
+        if content is not None and not isinstance(content, str):
+            return "content not text"  # a number or a list: say so, it is not missing
+        if content is None or not content.strip():
             return "missing content"
     if not any(m["role"] == "assistant" for m in value):
         return PROMPT_ONLY

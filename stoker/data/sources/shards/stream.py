@@ -302,7 +302,11 @@ class ShardPass(_LitdataSplit):
         return self._samples(self.positions(worker, workers))
 
     def _samples(self, positions: range) -> Iterator[Any]:
+        from stoker.data.litdata_compat import read_whole_chunks
+
         ds = self.dataset(1)
+        if ds.cache is None:  # before its first read: whole chunks, checked like the training stream's
+            read_whole_chunks(ds)
         for position in positions:
             yield self.decode(ds[position])
 
