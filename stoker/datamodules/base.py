@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import lightning as L
@@ -15,7 +13,8 @@ from torch.utils.data import Dataset, IterableDataset, Sampler
 from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
 from stoker.data.loader import WORKER_TYPES, WorkerType, build_loader, default_num_workers, own_state, per_rank_state
-from stoker.data.secrets import without_secrets
+from stoker.datamodules._arguments import save_init_arguments
+from stoker.datamodules._elastic import align_epoch_progress
 from stoker.profiling.attribution import PROFILE_KEY, LoadProfile, ProfiledCollate
 from stoker.samplers.base import ResumableSampler
 from stoker.seeds import SampleSeeding
@@ -338,24 +337,12 @@ class StokerDataModule(L.LightningDataModule):
             self._saved_train_sampler = None
 
     def _follow_elastic_resume(self, loader: Any, rest_batches: int) -> None:
-        """Align the Trainer's count of this epoch's batches with a checkpoint of another number of ranks.
-
-        Resumed on a different number of ranks, this rank's share of what the epoch has left is
-        ``rest_batches`` batches, not what the checkpoint's batch count implies: Lightning would end the
-        epoch too early or too late (and skip its validation, which runs on the epoch's counted last batch).
-        So the count of batches done is set to the loader's batches minus ``rest_batches``; nothing else of
-        the Trainer's progress (steps, epochs, schedulers) changes.
-        """
-        trainer = self.trainer
-        if trainer is None:
-            return
-        current = trainer.fit_loop.epoch_loop.batch_progress.current
-        shift = max(0, len(loader) - rest_batches) - current.ready
-        for counter in ("ready", "started", "processed", "completed"):  # what Lightning counts of the epoch's batches
-            if hasattr(current, counter):
-                setattr(current, counter, getattr(current, counter) + shift)
-        rank_zero_info(f"{type(self).__name__}: resumed an epoch written by another number of ranks; this rank "
-                       f"trains the {rest_batches} batches it has left of the epoch")
+        """Resumed mid-epoch on another number of ranks, this rank has ``rest_batches`` left of the epoch: the
+        Trainer's count of the epoch's batches follows, so the epoch ends (and validates) where it should."""
+        if self.trainer is not None:
+            align_epoch_progress(self.trainer, len(loader) - rest_batches)
+            rank_zero_info(f"{type(self).__name__}: resumed an epoch written by another number of ranks; this rank "
+                           f"trains the {rest_batches} batches it has left of the epoch")
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the DataModule: the data fingerprint and the training sampler's state."""
@@ -406,31 +393,3 @@ class StokerDataModule(L.LightningDataModule):
             "num_classes": self.num_classes,
             "class_names": self.class_names,
         }
-
-
-def save_init_arguments(datamodule: L.LightningDataModule) -> None:
-    """Save the concrete class's ``__init__`` arguments as the DataModule's hyperparameters.
-
-    Lightning's ``save_hyperparameters`` walks the whole constructor chain and keeps every level's
-    arguments, including those a subclass passes to its parent on its own (a demo fixing ``mean``);
-    only the arguments the concrete class takes are kept, so that ``load_from_checkpoint`` rebuilds it
-    and a LightningCLI ``config.yaml`` matches what is logged. Secret-looking entries of option dicts
-    (access keys in ``storage_options``) are dropped (:mod:`stoker.data.secrets`). Called from the base
-    ``__init__``.
-    """
-    datamodule.save_hyperparameters(frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
-    accepted = set(inspect.signature(type(datamodule).__init__).parameters) - {"self"}
-    for key in [key for key in datamodule.hparams if key not in accepted]:
-        del datamodule.hparams[key]
-    for key in list(datamodule.hparams):  # credentials stay in memory (stoker.data.secrets)
-        datamodule.hparams[key] = without_secrets(datamodule.hparams[key])
-    datamodule._hparams_initial = copy.deepcopy(datamodule.hparams)  # type: ignore[attr-defined]
-
-
-def as_sequence(value: str | Sequence[str] | None) -> list[str]:
-    """Normalise ``None``, one string or a sequence of strings into a list."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return list(value)

@@ -1,7 +1,7 @@
 """How :class:`~stoker.datamodules.ImageDataModule` decodes with NVIDIA DALI (``decode="dali"``), per source.
 
 * Files on the local disk (class folders, tables of paths): DALI's own file reader reads exactly the
-  files the sampler hands this rank, in its order (:class:`~stoker.io.dali.DALIBatches`), with
+  files the sampler hands this rank, in its order (:class:`~stoker.io.dali_batches.DALIBatches`), with
   DALI's threads doing the I/O.
 * Bytes stored in something else (Hugging Face tables, WebDataset tars): the stoker loader reads
   the encoded bytes of each batch (workers only read) and DALI decodes them through an external
@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 from stoker.data.loader import available_cores, local_world_size
 from stoker.data.sources.base import Source
 from stoker.data.sources.labels import Label
-from stoker.io.dali import DALIBatches, PipelineSpec
+from stoker.io.dali import PipelineSpec
+from stoker.io.dali_batches import DALIBatches
 from stoker.samplers.distributed import ResumableDistributedSampler
 
 DALI_DEVICES: tuple[str, ...] = ("auto", "mixed", "cpu")

@@ -20,7 +20,8 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from torch.utils.data import DataLoader, IterableDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.datamodules.base import StokerDataModule, save_init_arguments
+from stoker.datamodules._arguments import save_init_arguments
+from stoker.datamodules.base import StokerDataModule
 from stoker.samplers.class_weights import (
     STRATEGIES,
     Strategy,

@@ -21,7 +21,8 @@ from stoker.data.loader import WorkerType, available_cores
 from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.data.text import hf as td
-from stoker.datamodules.base import StokerDataModule, as_sequence
+from stoker.datamodules._arguments import as_sequence
+from stoker.datamodules.base import StokerDataModule
 from stoker.datamodules.lm_base import StreamingSwitch, TokenizerMixin, given_source
 from stoker.samplers.length_grouped import LengthGroupedBatchSampler
 from stoker.samplers.token_budget import TokenBudgetBatchSampler

@@ -95,7 +95,7 @@ def _decode_with_pil(data: bytes, path: str | os.PathLike[str], native_reason: s
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError...)
         # PIL names the buffer it read by its repr ("<_io.BytesIO object at 0x7f...>"): a memory address says
         # nothing to a user, and would make the same file's reason differ from run to run.
-        detail = _OBJECT_REPR.sub("the data", str(err))
+        detail = _OBJECT_REPR.sub(repr(os.path.basename(os.fspath(path))), str(err))
         reason = native_reason or f"not a readable image ({type(err).__name__}: {detail})"
         raise ImageDecodeError(path, reason) from err
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()

@@ -17,7 +17,7 @@ from PIL import Image
 
 import stoker._imports as imports
 from stoker.datamodules import DALIImageNetDataModule, ImageFolderDataModule
-from stoker.io.dali import DALIBatches
+from stoker.io.dali_batches import DALIBatches
 from stoker.samplers import ShardPlan
 from tests.conftest import REPO, run_script, write_image_tree
 from tests.scripts.ddp_dali import Recorder

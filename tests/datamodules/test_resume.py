@@ -33,7 +33,7 @@ def _command(name: str, data: Path, out: Path, ranks: int, workers: int, *extra:
 
 
 _PRELOAD = ["torch", "lightning", "torchvision", "datasets", "transformers", "stoker.datamodules", "stoker.io.dali",
-            "tests.scripts.resume_run", "tests.scripts.resume_sources"]
+            "stoker.io.dali_batches", "tests.scripts.resume_run", "tests.scripts.resume_sources"]
 
 
 def _context() -> Any:

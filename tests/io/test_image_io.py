@@ -115,3 +115,11 @@ def test_channels_last_resized_crop_equals_torchvision(interpolation: str) -> No
     as_float = image.float()
     params = reference.make_params([as_float])
     torch.testing.assert_close(fast.transform(as_float, params), reference.transform(as_float, params))
+
+
+def test_a_reason_names_the_file_and_no_memory_address() -> None:
+    from stoker.io.image import check_image_bytes
+
+    reason = check_image_bytes(b"not an image at all", "photos/cat.png")
+    assert reason == "not a readable image (UnidentifiedImageError: cannot identify image file 'cat.png')"
+    assert "0x" not in reason and "BytesIO" not in reason
