@@ -13,6 +13,8 @@ guarded: samples of chunks known to be damaged (found by
 way, so the stoker decoders raise or skip it like an undecodable sample. litdata checks that the
 loader's class name equals the ``item_loader`` its index names, so the guard is a subclass with the
 same name. :func:`read_whole_chunks` makes reads by position take whole chunks through that loader too.
+:func:`worker_orders` asks litdata's shuffler which samples each (rank, worker) reads in an epoch, for a
+resume on other ranks or workers (:mod:`stoker.data.sources.shards.elastic`).
 ``tests/data/test_datasets_compat.py`` fails when a litdata release changes what is wrapped.
 """
 
@@ -43,6 +45,33 @@ def read_whole_chunks(dataset: Any) -> None:
     from some S3-compatible servers. Call before the first read.
     """
     dataset._on_demand_bytes = False
+
+
+def worker_orders(dataset: Any, *, num_replicas: int, workers: int, batch_size: int,
+                  epoch: int) -> tuple[list[list[int]], int]:
+    """The positions each (rank, worker) reads in litdata epoch ``epoch`` (from 1), and the split's sample count.
+
+    What iterating ``dataset`` (shuffled, one node of ``num_replicas`` ranks, ``workers`` loader workers,
+    ``batch_size``) deals worker ``w`` of rank ``r``, in its reading order, at ``r * workers + w``: litdata's
+    chunk assignment and its permutation inside each chunk, computed without reading a sample.
+    """
+    import numpy as np
+    from litdata.utilities.env import _DistributedEnv, _WorkerEnv
+
+    if dataset.cache is None:
+        dataset.cache = dataset._create_cache(worker_env=_WorkerEnv(1, 0))
+    shuffler = dataset._create_shuffler(dataset.cache)
+    chunks, intervals = shuffler.get_chunks_and_intervals_per_workers(
+        _DistributedEnv(num_replicas, 0, 1), workers, batch_size, epoch)
+    spans = dataset.cache.get_chunk_intervals()
+    orders: list[list[int]] = []
+    for worker_chunks, worker_intervals in zip(chunks, intervals):
+        order: list[int] = []
+        for chunk, interval in zip(worker_chunks, worker_intervals):
+            order.extend(int(position) for position in shuffler(np.arange(interval[1], interval[2]), len(spans),
+                                                                 epoch, int(chunk)))
+        orders.append(order)
+    return orders, int(sum(span[2] - span[1] for span in spans))
 
 
 def _loader_class() -> type:

@@ -164,6 +164,7 @@ class StokerDataLoader(StatefulDataLoader):
         # Told (loader, batches left for this rank) when a checkpoint of another number of ranks was resumed
         # mid-epoch, so a Trainer's count of the epoch's batches can follow (see StokerDataModule).
         self.on_elastic_resume: Callable[[Any, int], None] | None = None
+        self._stream_rest: int | None = None
 
     @property
     def loading_workers(self) -> int:
@@ -192,11 +193,16 @@ class StokerDataLoader(StatefulDataLoader):
         else:
             iterator = super()._get_iterator()
         rest = getattr(self.sampler, "elastic_rest", None)  # the sampler took the restored state just now
-        if restoring and rest is not None and self.on_elastic_resume is not None:
+        batches: int | None = None
+        if restoring and rest is not None:
             if self.batch_size is None:  # the sampler yields whole batches
                 batches = rest
             else:
                 batches = rest // self.batch_size if self.drop_last else -(-rest // self.batch_size)
+        elif self._stream_rest is not None:  # a stream dealt its epoch's rest again (see load_state_dict)
+            batches, self._stream_rest = self._stream_rest, None
+            self.dataset.forget_elsewhere()  # type: ignore[attr-defined]  # the workers took it
+        if batches is not None and self.on_elastic_resume is not None:
             self.on_elastic_resume(self, batches)
         return iterator
 
@@ -209,6 +215,12 @@ class StokerDataLoader(StatefulDataLoader):
         return per_rank_state(super().state_dict(), self.num_replicas)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        resume_elsewhere = getattr(self.dataset, "resume_elsewhere", None)
+        if callable(resume_elsewhere):  # a stream resumed on other ranks or workers deals its epoch's rest again
+            ranks = state_dict["per_rank"] if "per_rank" in state_dict else [state_dict]
+            self._stream_rest = resume_elsewhere(ranks, max(1, self.num_workers))
+            if self._stream_rest is not None:
+                return
         mine = own_state(state_dict, self.rank, self.num_replicas)
         super().load_state_dict(loader_state_for(mine, self.num_workers))
 

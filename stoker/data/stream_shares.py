@@ -97,6 +97,16 @@ class WorkerShares:
         self._next_epoch[worker] = epoch + 1
         return Claim(worker, workers, quota, epoch, start, resume if start else None)
 
+    def start(self, worker: int, epoch: int) -> None:
+        """Worker ``worker`` reads ``epoch`` now, outside :meth:`claim` (an epoch's rest dealt again elsewhere)."""
+        self._resume = None
+        self._next_epoch[worker] = epoch + 1
+
+    def forget(self, epoch: int) -> None:
+        """Drop a restored state: every worker's next iteration reads ``epoch`` (its rest, dealt again)."""
+        self._resume = None
+        self._next_epoch.fill_(epoch)
+
     def state(self, position: dict[str, Any] | None) -> dict[str, Any]:
         """A worker's checkpointable state: its ``position`` (``epoch``, ``yielded``...), the workers, the settings.
 

@@ -341,8 +341,8 @@ class StokerDataModule(L.LightningDataModule):
         Trainer's count of the epoch's batches follows, so the epoch ends (and validates) where it should."""
         if self.trainer is not None:
             align_epoch_progress(self.trainer, len(loader) - rest_batches)
-            rank_zero_info(f"{type(self).__name__}: resumed an epoch written by another number of ranks; this rank "
-                           f"trains the {rest_batches} batches it has left of the epoch")
+            rank_zero_info(f"{type(self).__name__}: resumed an epoch written by other ranks or loader workers; this "
+                           f"rank trains the {rest_batches} batches it has left of the epoch")
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the DataModule: the data fingerprint and the training sampler's state."""

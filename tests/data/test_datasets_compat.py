@@ -39,3 +39,43 @@ def test_litdata_still_reads_by_position_from_the_flag_stoker_clears() -> None:
 
     source = inspect.getsource(StreamingDataset)
     assert "self._on_demand_bytes = True" in source and "on_demand_bytes=self._on_demand_bytes" in source
+
+
+@pytest.mark.parametrize(("world", "workers", "epoch"), [(1, 1, 1), (2, 1, 2), (2, 2, 1), (3, 2, 3)])
+def test_litdata_worker_orders_are_what_iteration_reads(tmp_path_factory: pytest.TempPathFactory,
+                                                       monkeypatch: pytest.MonkeyPatch, world: int, workers: int,
+                                                       epoch: int) -> None:
+    # A resume on other ranks or workers computes what each old worker had read from litdata's shuffler.
+    pytest.importorskip("litdata")
+    from litdata import StreamingDataset
+    from litdata.utilities.env import _DistributedEnv, _WorkerEnv
+
+    from stoker.data.litdata_compat import worker_orders
+    from tests.data import test_shards as shared
+
+    root = tmp_path_factory.getbasetemp() / "shard-images" / "images"
+    if not root.exists():
+        from tests.conftest import write_image_tree
+
+        write_image_tree(root, shared.COUNTS, size=(16, 16))
+    shards = root.parent / "shards"
+    if not (shards / "train").is_dir():
+        monkeypatch.setenv("STOKER_CACHE", str(root.parent / "stoker-cache"))
+        assert shared.pack(root, str(shards)) == 0
+
+    def dataset(rank: int) -> StreamingDataset:
+        ds = StreamingDataset(str(shards / "train"), shuffle=True, drop_last=True, seed=11)
+        ds.distributed_env = _DistributedEnv(world, rank, 1)
+        ds.set_batch_size(4)
+        ds.set_num_workers(workers)
+        ds.set_epoch(epoch)
+        return ds
+
+    read = []
+    for rank in range(world):
+        for worker in range(workers):
+            ds = dataset(rank)
+            ds._forced_worker_env = _WorkerEnv(workers, worker)  # what a loader worker's detection gives
+            read.append([int(item["index"]) for item in ds])
+    orders, total = worker_orders(dataset(0), num_replicas=world, workers=workers, batch_size=4, epoch=epoch)
+    assert orders == read and total == 29

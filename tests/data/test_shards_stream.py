@@ -111,10 +111,11 @@ def test_the_main_process_state_starts_the_next_epoch(shard_set: Path) -> None:
 
 
 def test_a_state_of_other_settings_is_refused(shard_set: Path) -> None:
-    state = {**_stream(shard_set, 0, 2).state_dict(), "yielded": 4}
-    with pytest.raises(ValueError, match=r"in the middle of an epoch with other loader workers or ranks \(the "
-                                         r"checkpoint has num_replicas=2, this run has num_replicas=1\)"):
-        _stream(shard_set, 0, 1).load_state_dict(state)
+    # A position of other ranks mid-epoch is left to the loader's state, which holds every rank's position and
+    # deals the epoch's rest again (tests/data/test_shards_elastic.py); another seed is refused by name.
+    stream = _stream(shard_set, 0, 1)
+    stream.load_state_dict({**_stream(shard_set, 0, 2).state_dict(), "yielded": 4})
+    assert stream.shares._resume is None
     with pytest.raises(ValueError, match="the checkpoint has seed=0, this run has seed=3. Resume with the same seed"):
         _stream(shard_set, 0, 1).load_state_dict({**_stream(shard_set, 0, 1).state_dict(), "seed": 0, "yielded": 4})
 

@@ -1,7 +1,7 @@
-"""Killed on one number of ranks, resumed on another: the rest of the epoch is trained once, over the new ranks.
+"""Killed on one number of ranks or loader workers, resumed on another: the rest of the epoch is trained once.
 
 A run on ``before`` ranks is SIGKILLed in the middle of its second epoch (after a checkpoint) and resumed with
-``ckpt_path`` on ``after`` ranks. Samples are identified by their index and the hash of the exact tensor the
+``ckpt_path`` on ``after`` ranks (or on as many ranks with another number of loader workers). Samples are identified by their index and the hash of the exact tensor the
 model got (augmentation is drawn per sample, so it does not depend on the number of ranks). Then:
 
 * the second epoch, the killed run's part plus the resumed run's, trains every sample of that epoch, with no
@@ -12,6 +12,7 @@ model got (augmentation is drawn per sample, so it does not depend on the number
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -34,7 +35,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for part in range(4):  # a stream reads whole files per worker: one per rank and worker
         write_csv(base / "stream" / f"part{part}.csv", rows(16, offset=100 * part, seed=part))
     write_csv(base / "stream" / "validation.csv", rows(12, offset=1000))
-    return {"image": base / "images", "image_threads": base / "images", "dali": base / "images",
+    shards: dict[str, Path] = {}
+    if importlib.util.find_spec("litdata") is not None:  # the shards extra
+        from stoker.commands.pack import main as pack
+
+        args = ["--chunk-size", "4", "--workers", "1", "--val", "0.2", "--no-progress"]
+        assert pack([str(base / "images"), "--out", str(base / "shards"), *args]) == 0
+        shards = {"resume_shards:cpu": base / "shards", "resume_shards:dali": base / "shards"}
+    return {**shards, "image": base / "images", "image_threads": base / "images", "dali": base / "images",
             "text_bucketed": base / "text",
             "resume_lm:packed": base / "lm", "resume_lm:budget": base / "lm", "text_stream": base / "stream"}
 
@@ -44,11 +52,15 @@ def _validated(out: Path, rank: int = 0) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def check_elastic_resume(tmp_path: Path, name: str, data: Path, *, before: int, after: int, workers: int) -> None:
+def check_elastic_resume(tmp_path: Path, name: str, data: Path, *, before: int, after: int, workers: int,
+                         workers_after: int | None = None) -> None:
+    """Killed on ``before`` ranks of ``workers`` loader workers, resumed on ``after`` ranks of ``workers_after``."""
     runs = {key: tmp_path / key for key in ("before", "after", "killed", "resumed")}
+    workers_after = workers if workers_after is None else workers_after
     # Uninterrupted runs on both numbers of ranks: what each epoch holds, and the next epoch to match.
     _finish(_start(_command(name, data, runs["before"], before, workers), runs["before"]), runs["before"])
-    _finish(_start(_command(name, data, runs["after"], after, workers, "--epochs", "3"), runs["after"]), runs["after"])
+    _finish(_start(_command(name, data, runs["after"], after, workers_after, "--epochs", "3"), runs["after"]),
+            runs["after"])
     full_before, full_after = _records(runs["before"], before), _records(runs["after"], after)
     per_epoch = sum(1 for r in full_before[0] if r["epoch"] == 0)
     assert per_epoch >= 3, "the killed run needs epochs of at least 3 steps"
@@ -57,7 +69,7 @@ def check_elastic_resume(tmp_path: Path, name: str, data: Path, *, before: int, 
                                     str(every + 1)), runs["killed"])
     checkpoint = runs["killed"] / "ckpt" / f"step={every}.ckpt"
     assert checkpoint.is_file(), sorted(p.name for p in (runs["killed"] / "ckpt").iterdir())
-    log = _finish(_start(_command(name, data, runs["resumed"], after, workers, "--ckpt", str(checkpoint),
+    log = _finish(_start(_command(name, data, runs["resumed"], after, workers_after, "--ckpt", str(checkpoint),
                                   "--epochs", "3"), runs["resumed"]), runs["resumed"])
     assert "not resumable" not in log
     killed, resumed = _records(runs["killed"], before), _records(runs["resumed"], after)
@@ -95,14 +107,36 @@ def check_elastic_resume(tmp_path: Path, name: str, data: Path, *, before: int, 
     ("image", 1, 2, 1),
     ("image_threads", 2, 1, 2),
     ("text_bucketed", 2, 1, 0),
+    ("text_bucketed", 1, 2, 1),
     ("resume_lm:packed", 2, 1, 2),
+    ("resume_lm:packed", 1, 2, 0),
     ("dali", 2, 1, 0),
+    ("resume_shards:cpu", 2, 1, 1),
+    ("resume_shards:cpu", 1, 2, 2),
+    ("resume_shards:dali", 2, 1, 1),
 ])
 def test_a_killed_run_resumes_on_another_number_of_ranks(tmp_path: Path, data: dict[str, Path], name: str,
                                                          before: int, after: int, workers: int) -> None:
-    if name == "dali":
+    if "dali" in name:
         pytest.importorskip("nvidia.dali")
+    if name not in data:
+        pytest.skip("the shards extra is not installed")
     check_elastic_resume(tmp_path, name, data[name], before=before, after=after, workers=workers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "workers", "workers_after"), [
+    ("image", 2, 0),
+    ("text_bucketed", 2, 0),
+    ("resume_lm:packed", 2, 0),
+    ("resume_shards:cpu", 2, 0),
+    ("resume_shards:cpu", 0, 2),
+])
+def test_a_killed_run_resumes_with_another_number_of_loader_workers(tmp_path: Path, data: dict[str, Path], name: str,
+                                                                    workers: int, workers_after: int) -> None:
+    if name not in data:
+        pytest.skip("the shards extra is not installed")
+    check_elastic_resume(tmp_path, name, data[name], before=1, after=1, workers=workers, workers_after=workers_after)
 
 
 @pytest.mark.slow

@@ -33,6 +33,10 @@ Where litdata falls short, and what stoker does about it (each pinned by a test 
   knows its own count; it hands litdata a state made by litdata itself (in the main process)
   with that count expressed as whole rounds, so litdata skips the consumed chunks and samples
   without reading them.
+* **Resume on other ranks, workers or batch size.** litdata deals an epoch by all three, so a worker's
+  count means nothing on other ones. The loader hands every saved rank's and worker's count to
+  :meth:`ShardStream.resume_elsewhere`, which deals the epoch's rest again
+  (:mod:`stoker.data.sources.shards.elastic`) and reads it by position; the next epoch streams.
 * **A remote index fetched by several processes.** The loader workers (and the ranks of a node)
   share one cache; the first downloads the split's ``index.json`` under a file lock, and litdata
   gives the others only one second to wait for it before failing with "doesn't contain any
@@ -55,6 +59,7 @@ from torch.utils.data import IterableDataset
 
 from stoker.data.loader import MAX_WORKERS, worker_slot
 from stoker.seeds import derive_seed
+from stoker.data.sources.shards.elastic import deal, left_after, rest_stages
 from stoker.data.sources.shards.meta import allow_plain_http, is_remote
 from stoker.data.stream_shares import WorkerShares
 from stoker.samplers.shard_plan import ShardPlan
@@ -101,32 +106,36 @@ class _LitdataSplit(IterableDataset):
     def dataset(self, workers: int) -> Any:
         """This process's litdata ``StreamingDataset`` of the split (built once per process)."""
         if self._own is None or self._own[0] != os.getpid():
-            from litdata import StreamingDataset
-            from litdata.utilities.env import _DistributedEnv
-
-            from stoker.data.litdata_compat import checked_item_loader
-
-            allow_plain_http(self.storage_options)
-            deadline = time.monotonic() + INDEX_WAIT_S
-            while True:
-                try:
-                    ds = StreamingDataset(self.location, cache_dir=self.cache_dir, shuffle=self.shuffle,
-                                          drop_last=self.shuffle, seed=self.litdata_seed(),
-                                          max_cache_size=self.max_cache_size, storage_options=self.storage_options,
-                                          item_loader=checked_item_loader(self.damaged))
-                    break
-                except ValueError as error:
-                    # Another process holds the lock of the cached index.json (see the module notes).
-                    remote = is_remote(self.location)
-                    if not (remote and "index.json" in str(error)) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            ds.set_drop_last(self.shuffle)  # the constructor forces True under DDP; evaluation needs False
-            ds.distributed_env = _DistributedEnv(self.num_replicas, self.rank, 1)  # one node: see the module
-            self._own = (os.getpid(), ds)
+            self._own = (os.getpid(), self.new_dataset())
         ds = self._own[1]
         ds.set_batch_size(self.batch_size)
         ds.set_num_workers(workers)
+        return ds
+
+    def new_dataset(self) -> Any:
+        """A litdata ``StreamingDataset`` of the split, as this process's :meth:`dataset` is made."""
+        from litdata import StreamingDataset
+        from litdata.utilities.env import _DistributedEnv
+
+        from stoker.data.litdata_compat import checked_item_loader
+
+        allow_plain_http(self.storage_options)
+        deadline = time.monotonic() + INDEX_WAIT_S
+        while True:
+            try:
+                ds = StreamingDataset(self.location, cache_dir=self.cache_dir, shuffle=self.shuffle,
+                                      drop_last=self.shuffle, seed=self.litdata_seed(),
+                                      max_cache_size=self.max_cache_size, storage_options=self.storage_options,
+                                      item_loader=checked_item_loader(self.damaged))
+                break
+            except ValueError as error:
+                # Another process holds the lock of the cached index.json (see the module notes).
+                remote = is_remote(self.location)
+                if not (remote and "index.json" in str(error)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        ds.set_drop_last(self.shuffle)  # the constructor forces True under DDP; evaluation needs False
+        ds.distributed_env = _DistributedEnv(self.num_replicas, self.rank, 1)  # one node: see the module
         return ds
 
     def bind_seeding(self, seeding: Any) -> None:
@@ -174,6 +183,11 @@ class ShardStream(_LitdataSplit):
         self._epoch = -1  # the epoch this process iterates (its worker's copy)
         self._yielded = 0
         self._template: dict[str, Any] | None = None
+        # A resume on other ranks, workers or batch size: {"epoch", "stages"} until the next iteration takes it,
+        # then the stages of the epoch it iterates and the length of its share (see stoker...shards.elastic).
+        self._elastic: dict[str, Any] | None = None
+        self._stages: list[dict[str, Any]] | None = None
+        self._share = 0
 
     @property
     def epoch_counter(self) -> Any:
@@ -198,9 +212,64 @@ class ShardStream(_LitdataSplit):
     def __iter__(self) -> Iterator[Any]:
         # Not a generator: the epoch is claimed when the loader builds its iterator (torchdata restores the
         # state first, then calls iter), and the iterator is not the dataset, so torchdata saves the state.
+        if self._elastic is not None:
+            elastic, self._elastic = self._elastic, None
+            worker, workers = worker_slot()
+            positions = self.rest_share(elastic["epoch"], elastic["stages"], workers)[worker]
+            self.shares.start(worker, elastic["epoch"])
+            self._epoch, self._yielded, self._stages, self._share = elastic["epoch"], 0, elastic["stages"], len(positions)
+            return self._rest(positions, workers)
         claim = self.shares.claim()
-        self._epoch, self._yielded = claim.epoch, claim.start
+        self._epoch, self._yielded, self._stages = claim.epoch, claim.start, None
+        self._share = claim.quota
         return self._samples(claim.worker, claim.workers, claim.quota, claim.start)
+
+    def rest_share(self, epoch: int, stages: list[dict[str, Any]], workers: int) -> list[list[int]]:
+        """This rank's positions of what ``stages`` left of ``epoch``, one run per loader worker (see the module)."""
+        from stoker.data.litdata_compat import worker_orders
+
+        def litdata_orders(ranks: int, old_workers: int, batch: int) -> tuple[list[list[int]], int]:
+            return worker_orders(self.new_dataset(), num_replicas=ranks, workers=old_workers, batch_size=batch,
+                                 epoch=epoch + 1)  # litdata counts epochs from 1
+
+        left = left_after(stages, litdata_orders)
+        return deal(left, self.num_replicas, workers, self.batch_size)[self.rank]
+
+    def resume_elsewhere(self, rank_states: list[dict[str, Any]], workers: int) -> int | None:
+        """Take a mid-epoch checkpoint of other ranks, workers or batch size: the rest of its epoch, dealt again.
+
+        Args:
+            rank_states: Every saved rank's loader state (torchdata's layout).
+            workers: This run's loader workers (1 for the main process).
+
+        Returns:
+            The batches this rank trains of the epoch's rest, or ``None`` when the checkpoint resumes as it is
+            (the same ranks, workers and batch size, or an epoch's boundary).
+
+        Raises:
+            ValueError: The checkpoint was written with another seed or of another shard set.
+        """
+        found = rest_stages(rank_states, num_replicas=self.num_replicas, workers=workers, batch_size=self.batch_size,
+                            settings={"seed": self.seed, "num_samples": self.num_samples}, what=self.location)
+        if found is None:
+            return None
+        epoch, stages = found
+        self._elastic = {"epoch": epoch, "stages": stages}
+        self.shares.forget(epoch)
+        return sum(len(run) for run in self.rest_share(epoch, stages, workers)) // self.batch_size
+
+    def forget_elsewhere(self) -> None:
+        """The loader's iterator took the rest (its workers hold copies): the next epoch streams again."""
+        self._elastic = None
+
+    def _rest(self, positions: list[int], workers: int) -> Iterator[Any]:
+        from stoker.data.litdata_compat import read_whole_chunks
+
+        ds = self.dataset(workers)
+        read_whole_chunks(ds)
+        for position in positions:
+            self._yielded += 1  # before the yield: a state taken while suspended counts this sample
+            yield self.decode(ds[position])
 
     def _samples(self, worker: int, workers: int, quota: int, start: int) -> Iterator[Any]:
         if start >= quota:
@@ -231,15 +300,30 @@ class ShardStream(_LitdataSplit):
             yield self.decode(item)
 
     def state_dict(self) -> dict[str, Any]:
-        """``{epoch, yielded}`` of this worker (or, in the main process, the next epoch to start) and the settings."""
-        return self.shares.state({"epoch": self._epoch, "yielded": self._yielded} if self._epoch >= 0 else None)
+        """``{epoch, yielded}`` of this worker (or, in the main process, the next epoch to start) and the settings.
+
+        In an epoch resumed on other ranks or workers, ``stages`` too: how its start was dealt and trained.
+        """
+        position: dict[str, Any] | None = None
+        if self._epoch >= 0:
+            position = {"epoch": self._epoch, "yielded": self._yielded, "share": self._share}
+            if self._stages is not None:
+                position["stages"] = self._stages
+        return self.shares.state(position)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at ``state`` on the next iteration (see :class:`StreamPosition` for a whole epoch's state).
 
+        A mid-epoch state of other ranks, workers or batch size (or of an epoch that was itself resumed so) is
+        left to the loader's state, which holds every rank's and worker's position (:meth:`resume_elsewhere`).
+
         Raises:
-            ValueError: The state was saved with other settings or another number of workers.
+            ValueError: The state was saved with other settings.
         """
+        elsewhere = any(key in state and state[key] != mine for key, mine in
+                        (("num_replicas", self.num_replicas), ("batch_size", self.batch_size)))
+        if int(state.get("yielded", 0)) > 0 and ("stages" in state or elsewhere):
+            return
         self.shares.restore(state, what=f"the shard stream of {self.location!r}")
 
 
@@ -258,7 +342,7 @@ class StreamPosition:
 
     def state_dict(self) -> dict[str, Any]:
         state = self.stream.state_dict()
-        if int(state["yielded"]) >= self.stream.quota(0, 1):  # the main process iterated the whole share
+        if int(state["yielded"]) >= int(state.get("share", self.stream.quota(0, 1))):  # the main process's whole share
             state.update(epoch=int(state["epoch"]) + 1, yielded=0)
         return state
 
