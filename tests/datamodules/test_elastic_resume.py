@@ -1,8 +1,9 @@
 """Killed on one number of ranks or loader workers, resumed on another: the rest of the epoch is trained once.
 
 A run on ``before`` ranks is SIGKILLed in the middle of its second epoch (after a checkpoint) and resumed with
-``ckpt_path`` on ``after`` ranks (or on as many ranks with another number of loader workers). Samples are identified by their index and the hash of the exact tensor the
-model got (augmentation is drawn per sample, so it does not depend on the number of ranks). Then:
+``ckpt_path`` on ``after`` ranks (or on as many ranks with another number of loader workers). Samples are
+identified by their index and the hash of the exact tensor the model got (augmentation is drawn per sample, so
+it does not depend on the number of ranks). Then:
 
 * the second epoch, the killed run's part plus the resumed run's, trains every sample of that epoch, with no
   more repeats than the padding that evens out the ranks' shares;
