@@ -91,7 +91,12 @@ def check_elastic_resume(tmp_path: Path, name: str, data: Path, *, before: int, 
                   len(ids(full_after, 1)) - len(set(ids(full_after, 1))))
     assert repeats <= padding + after - 1, f"{repeats} samples trained twice in the resumed epoch"
     batch = len(full_before[0][0]["ids"])
-    assert len(samples - indices) < before * batch + after * batch, "more samples skipped than the cuts allow"
+    skipped = len(samples - indices)
+    # The figures, for a run with -s: what the resumed epoch repeated and left out, against the cuts.
+    uncut = len(samples - {i.split(":")[0] for i in ids(full_after, 1)})
+    print(f"{name} {before}x{workers} -> {after}x{workers_after}: epoch of {len(samples)} samples, {repeats} repeated "
+          f"(padding {padding}), {skipped} not trained (an uninterrupted run on the new ranks: {uncut})")
+    assert skipped < before * batch + after * batch, "more samples skipped than the cuts allow"
     for rank in range(after):
         # Validation where the uninterrupted run validates (at every epoch's end; nowhere without a split).
         assert _validated(runs["resumed"], rank) == _validated(runs["after"], rank)[1:], \
