@@ -38,7 +38,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from stoker.data.text.hf import length_report, load_raw, load_tokenizer
+from stoker.data.text.hf import load_raw, load_tokenizer
+from stoker.data.text.lengths import length_report
 from stoker.datamodules import HFTextDataModule
 from stoker.demos.docstrings import build_docstring_topics
 from stoker.models import TextClassifier

@@ -155,5 +155,28 @@ class WorkerShares:
         self._resume = dict(state)
 
 
+class WholeBatchStream:
+    """What a training stream answers from its :class:`WorkerShares`: its epoch counter, length and worker quotas.
+
+    A base of the streams (before their dataset class), which set ``shares``, ``num_batches`` and ``batch_size``.
+    """
+
+    shares: WorkerShares
+    num_batches: int
+    batch_size: int
+
+    @property
+    def epoch_counter(self) -> Any:
+        """The worker's epoch in shared memory (for :class:`~stoker.seeds.WorkerSeeding`)."""
+        return self.shares.epoch_counter
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def quota(self, worker: int, workers: int) -> int:
+        """Samples (rows) worker ``worker`` yields per epoch: its whole batches, as the loader asks for them."""
+        return self.shares.quota(worker, workers)
+
+
 # The settings that follow from the number of ranks and loader workers (not from the data or the seed).
 _WORLD_KEYS = frozenset({"rank", "num_replicas", "num_batches", "workers"})

@@ -9,7 +9,6 @@ plan (:mod:`stoker.data.lm.packing`); batched by a fixed number of rows or by a 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from typing import Any
 
@@ -20,10 +19,10 @@ from stoker.data.datasets_compat import fingerprint_of
 from stoker.data.lm.dataset import PackedRows
 from stoker.data.lm.packing import Overflow, Packing, PackPlan, plan_packing
 from stoker.data.lm.tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, Task, target_within
-from stoker.data.loader import WorkerType, available_cores
-from stoker.data.progress import CountedBatches, Progress, quiet_datasets
+from stoker.data.loader import WorkerType
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.data.text import hf as td
+from stoker.data.text.lengths import padded_tokens
 from stoker.datamodules.lm_base import EmptyTextPolicy, HFLanguageModelingBase, StreamingSwitch, given_source
 from stoker.samplers.shard_plan import ShardPlan
 from stoker.samplers.token_budget import TokenBudgetBatchSampler
@@ -202,19 +201,9 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
         out = {}
         for name, ds in raw.items():
             td.check_columns(ds.column_names, [self.text_field], dataset=self.source, split=name)
-            num_proc = self.num_proc or (min(8, available_cores()) if len(ds) > 20_000 else None)
-            fingerprint = self._settings_fingerprint(fingerprint_of(ds))
-            function: Any = self._tokenize_fn(name)
-            progress = Progress(f"tokenizing the {name} split of {self.source}", "the tokenized rows are cached",
-                                unit="row")
-            if num_proc is None:  # one process: stoker's progress (a multi-process map keeps datasets' bars)
-                function = CountedBatches(function, progress, len(ds))
-            with quiet_datasets() if num_proc is None else contextlib.nullcontext():
-                out[name] = ds.map(function, batched=True, with_indices=True,
-                                   remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
-                                   cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
-                                   desc=f"tokenizing {name}")
-            progress.close()
+            out[name] = td.tokenize_split(ds, self._tokenize_fn(name), name=name, source=self.source,
+                                          cache_dir=self.cache_dir, num_proc=self.num_proc,
+                                          fingerprint=self._settings_fingerprint(fingerprint_of(ds)))
         return out
 
     def _usable(self, name: str, ds: Any) -> Any:
@@ -290,7 +279,7 @@ class HFLanguageModelingDataModule(HFLanguageModelingBase, metaclass=StreamingSw
             report.update(batches_per_rank=cut.num_batches(rank), rows_left_out_per_epoch=len(lengths) -
                           world * cut.share(rank), rows_repeated_per_epoch=0)
         flat = self.packing == "padding_free" or self.attention == "varlen"
-        fed = sum(lengths) if flat else td.padded_tokens(lengths, batches, multiple=self.pad_multiple)
+        fed = sum(lengths) if flat else padded_tokens(lengths, batches, multiple=self.pad_multiple)
         report["real_token_fraction"] = sum(lengths) / fed if fed else None
         return report
 

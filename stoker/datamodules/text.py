@@ -8,7 +8,6 @@ DataModule, and ``HFTextDataModule(..., streaming=True)`` builds the streaming o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -17,10 +16,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from stoker.data.datasets_compat import fingerprint_of
-from stoker.data.loader import WorkerType, available_cores
-from stoker.data.progress import CountedBatches, Progress, quiet_datasets
+from stoker.data.loader import WorkerType
 from stoker.data.splits import stratified_split, validate_fractions
 from stoker.data.text import hf as td
+from stoker.data.text import labels as text_labels
+from stoker.data.text.lengths import length_report
 from stoker.datamodules._arguments import as_sequence
 from stoker.datamodules.base import StokerDataModule
 from stoker.datamodules.lm_base import StreamingSwitch, TokenizerMixin, given_source
@@ -87,10 +87,10 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
     @property
     def class_names(self) -> list[str]:
         if self._labels is None:
-            names, values = td.label_values(self.source, self.label_field, subset=self.subset,
-                                            revision=self.revision, cache_dir=self.cache_dir,
-                                            text_fields=self.text_fields)
-            self._labels = td.label_mapping(names, values, self._explicit_classes)
+            names, values = text_labels.label_values(self.source, self.label_field, subset=self.subset,
+                                                     revision=self.revision, cache_dir=self.cache_dir,
+                                                     text_fields=self.text_fields)
+            self._labels = text_labels.label_mapping(names, values, self._explicit_classes)
         return self._labels[0]
 
     @property
@@ -125,7 +125,7 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
                                        self.tokenizer.vocab_size, self.fields, self.label_to_id, self.max_length)
 
     def _check_unseen(self, split: str, values: Sequence[Any]) -> None:
-        unseen = td.unseen_labels(values, self.label_to_id, len(self.class_names))
+        unseen = text_labels.unseen_labels(values, self.label_to_id, len(self.class_names))
         if unseen:
             raise ValueError(f"labels {unseen[:10]} in the {split} split of {self.source!r} never occur in training "
                              f"(classes: {self.class_names[:10]}); fix the data or pass class_names")
@@ -139,10 +139,9 @@ class HFTextBase(TokenizerMixin, StokerDataModule):
                           estimate=estimate)
 
     def _record_stats(self, lengths: Sequence[int], full_lengths: Sequence[int], *, note: str = "") -> None:
-        self.token_stats = td.length_report(lengths, full_lengths, max_length=self.max_length,
-                                            batch_size=self.batch_size, seed=self.seed,
-                                            mega_batch_factor=self.mega_batch_factor, pad_multiple=self.pad_multiple,
-                                            max_tokens=self.max_tokens_per_batch)
+        self.token_stats = length_report(lengths, full_lengths, max_length=self.max_length, batch_size=self.batch_size,
+                                         seed=self.seed, mega_batch_factor=self.mega_batch_factor,
+                                         pad_multiple=self.pad_multiple, max_tokens=self.max_tokens_per_batch)
         s = self.token_stats
         if not s.get("samples"):
             return
@@ -363,19 +362,9 @@ class HFTextDataModule(HFTextBase, metaclass=StreamingSwitch):
         out = {}
         for name, ds in raw.items():
             files = local[1].get(name, []) if local is not None else []
-            num_proc = self.num_proc or (min(8, available_cores()) if len(ds) > 20_000 else None)
-            fingerprint = self._settings_fingerprint(fingerprint_of(ds))
-            function: Any = self._tokenize_fn(name, files)
-            progress = Progress(f"tokenizing the {name} split of {self.source}", "the tokenized rows are cached",
-                                unit="row")
-            if num_proc is None:  # one process: stoker's progress (a multi-process map keeps datasets' bars)
-                function = CountedBatches(function, progress, len(ds))
-            with quiet_datasets() if num_proc is None else contextlib.nullcontext():
-                out[name] = ds.map(function, batched=True, with_indices=True,
-                                   remove_columns=ds.column_names, num_proc=num_proc, new_fingerprint=fingerprint,
-                                   cache_file_name=td.tokenized_cache_file(self.source, self.cache_dir, fingerprint),
-                                   desc=f"tokenizing {name}")
-            progress.close()
+            out[name] = td.tokenize_split(ds, self._tokenize_fn(name, files), name=name, source=self.source,
+                                          cache_dir=self.cache_dir, num_proc=self.num_proc,
+                                          fingerprint=self._settings_fingerprint(fingerprint_of(ds)))
         return out
 
     def _drop_invalid(self, name: str, ds: Any) -> Any:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.data.text.hf import padded_tokens
+from stoker.data.text.lengths import padded_tokens
 from stoker.samplers import LengthGroupedBatchSampler
 from stoker.samplers.length_grouped import length_grouped_batches
 

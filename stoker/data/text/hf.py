@@ -1,23 +1,24 @@
-"""Framework-free pieces of the text pipeline: loading, label mapping, tokenization, length statistics.
+"""Framework-free pieces of the text pipeline: loading, tokenization and the bad-row report.
 
 Nothing here needs a Trainer. :mod:`stoker.datamodules.text` and :mod:`stoker.datamodules.text_stream`
 wire these functions into Lightning's hooks; the benchmark and tests call them directly. Local
-files, and the kind of a source, are found and checked by :mod:`stoker.data.text.files`.
+files, and the kind of a source, are found and checked by :mod:`stoker.data.text.files`; labels are
+mapped by :mod:`stoker.data.text.labels` and token lengths reported by :mod:`stoker.data.text.lengths`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from stoker._imports import require
 from stoker.data.cache import library_cache, stoker_cache
+from stoker.data.loader import available_cores
+from stoker.data.progress import CountedBatches, Progress, quiet_datasets
 from stoker.data.sources.hf import HF_PREFIX
 from stoker.data.sources.split_names import SPLITS
 from stoker.data.text.files import (
@@ -169,84 +170,6 @@ def load_raw(source: str, *, subset: str | None = None, revision: str | None = N
         raw = datasets.load_dataset(source.removeprefix(HF_PREFIX), subset, revision=revision,
                                     cache_dir=library_cache(cache_dir, "hf"), streaming=streaming)
     return _our_splits(raw, source)
-
-
-def label_values(source: str, label_field: str, *, subset: str | None = None, revision: str | None = None,
-                 cache_dir: str | None = None, text_fields: Sequence[str] = ()) -> tuple[list[str] | None, list[Any]]:
-    """``(ClassLabel names or None, distinct training label values)`` without tokenizing anything.
-
-    Local files are read with pyarrow, one file at a time; a hub dataset's ClassLabel names come from
-    its builder info (a saved dataset's from its features), and only string labels need the training
-    split's label column. ``text_fields`` name the text columns when a file turns out malformed (the
-    reader reads every column of a JSON file).
-
-    Raises:
-        ValueError: Labels that mix numbers and strings (the message names a row of each), or unreadable files.
-    """
-    require("text", "HFTextDataModule")
-    local = local_data_files(source)
-    if local is not None:
-        builder, files = local
-        values: set[Any] = set()
-        kinds: dict[str, str] = {}
-        for f in files.get("train", []):
-            for row, value in enumerate(read_local_table(builder, f, [label_field], text_fields).column(0).to_pylist()):
-                value = normalize_label(value)
-                if value is not None:
-                    kinds.setdefault(kind_of(value), f"{f}, row {row}")
-                    values.add(value)
-        if len(kinds) > 1:
-            raise ValueError(f"the label column {label_field!r} mixes types: " + "; ".join(
-                f"a {kind} at {where}" for kind, where in kinds.items()) + ". Give every label one type")
-        return None, sorted(values, key=_label_sort_key)
-    import datasets
-
-    saved = load_saved(source)
-    if saved is not None:
-        features = saved["train"].features
-    else:
-        info = datasets.load_dataset_builder(source.removeprefix(HF_PREFIX), subset, revision=revision,
-                                             cache_dir=library_cache(cache_dir, "hf")).info
-        features = info.features or {}
-    feature = features.get(label_field)
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names), []
-    train = saved["train"] if saved is not None else \
-        load_raw(source, subset=subset, revision=revision, cache_dir=cache_dir)["train"]
-    check_columns(train.column_names, [label_field], dataset=source, split="train")
-    return None, sorted({normalize_label(v) for v in train.unique(label_field)} - {None}, key=_label_sort_key)
-
-
-def _label_sort_key(value: Any) -> tuple[int, Any]:
-    # Integers sort numerically (so 0..K-1 keep their ids), strings alphabetically, never mixed.
-    return (0, value) if isinstance(value, int | float) else (1, str(value))
-
-
-def label_mapping(class_label_names: list[str] | None, values: list[Any], class_names: list[str] | None,
-                  ) -> tuple[list[str], dict[str, int] | None]:
-    """``(class_names, {str(raw value): id})``; ``None`` mapping means the labels are already ClassLabel ids.
-
-    Raises:
-        ValueError: ``class_names`` given but some training labels are not among them.
-    """
-    if class_label_names is not None:
-        names = list(class_names) if class_names is not None else class_label_names
-        return names, None
-    if class_names is None:
-        return [str(v) for v in values], {str(v): i for i, v in enumerate(values)}
-    mapping = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted({str(v) for v in values} - set(mapping))
-    if unknown:
-        raise ValueError(f"training labels {unknown[:10]} are not in class_names={list(class_names)}; add them")
-    return list(class_names), mapping
-
-
-def unseen_labels(values: Sequence[Any], mapping: dict[str, int] | None, num_classes: int) -> list[Any]:
-    """Label values of a split that training never saw (``None``/-1 = unlabelled, ignored)."""
-    labels = {normalize_label(v) for v in values} - {None, -1}
-    if mapping is None:
-        return sorted(v for v in labels if not 0 <= int(v) < num_classes)
-    return sorted((v for v in labels if str(v) not in mapping), key=_label_sort_key)
 
 
 class Tokenize:
@@ -404,49 +327,20 @@ def settings_fingerprint(parent: str, *parts: object) -> str:
     return hashlib.sha256(repr((parent, *parts)).encode()).hexdigest()[:16]
 
 
-def padded_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]], *, multiple: int = 8) -> int:
-    """Tokens a dynamically padded loader produces: each batch padded to its longest row (to ``multiple``)."""
-    total = 0
-    for batch in batches:
-        longest = max(lengths[i] for i in batch)
-        total += -(-longest // multiple) * multiple * len(batch)
-    return total
+def tokenize_split(ds: Any, function: Any, *, name: str, source: str, cache_dir: str | None, num_proc: int | None,
+                   fingerprint: str) -> Any:
+    """``ds`` tokenized by ``function`` (a batched ``map`` with indices), cached under ``fingerprint``, with progress.
 
-
-def length_report(lengths: Sequence[int], full_lengths: Sequence[int], *, max_length: int, batch_size: int,
-                  seed: int = 0, mega_batch_factor: int = 50, pad_multiple: int = 8,
-                  max_tokens: int | None = None) -> dict[str, float]:
-    """Token-length percentiles, truncation rate, and the real-token fraction of each padding strategy.
-
-    ``real_fraction_*`` is real tokens over tokens fed to the model: padding everything to
-    ``max_length``, dynamic padding of random batches, dynamic padding of length-grouped batches and,
-    given ``max_tokens``, of token-budget batches (``real_fraction_token_budget``).
+    ``num_proc=None`` maps in one process for up to 20,000 rows and in up to 8 beyond; a one-process map
+    reports through stoker's progress, a multi-process one keeps datasets' own bars.
     """
-    from stoker.samplers.length_grouped import length_grouped_batches
-    from stoker.samplers.token_budget import token_budget_batches
-
-    n = len(lengths)
-    if n == 0:
-        return {"samples": 0}
-    arr = np.asarray(lengths)
-    real = int(arr.sum())
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator).tolist()
-    random_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    grouped = length_grouped_batches(lengths, batch_size, generator=generator, mega_batch_factor=mega_batch_factor)
-    report = {
-        "samples": n,
-        "p50": float(np.percentile(arr, 50)),
-        "p90": float(np.percentile(arr, 90)),
-        "p99": float(np.percentile(arr, 99)),
-        "max": int(arr.max()),
-        "truncation_rate": float(np.mean(np.asarray(full_lengths) > max_length)),
-        "real_fraction_max_length": real / (n * max_length),
-        "real_fraction_dynamic": real / padded_tokens(lengths, random_batches, multiple=pad_multiple),
-        "real_fraction_bucketed": real / padded_tokens(lengths, grouped, multiple=pad_multiple),
-    }
-    if max_tokens is not None:
-        budget = token_budget_batches(lengths, max_tokens, generator=generator, pad_multiple=pad_multiple,
-                                      window=mega_batch_factor * batch_size)
-        report["real_fraction_token_budget"] = real / padded_tokens(lengths, budget, multiple=pad_multiple)
-    return report
+    num_proc = num_proc or (min(8, available_cores()) if len(ds) > 20_000 else None)
+    progress = Progress(f"tokenizing the {name} split of {source}", "the tokenized rows are cached", unit="row")
+    if num_proc is None:
+        function = CountedBatches(function, progress, len(ds))
+    with quiet_datasets() if num_proc is None else contextlib.nullcontext():
+        out = ds.map(function, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
+                     new_fingerprint=fingerprint, cache_file_name=tokenized_cache_file(source, cache_dir, fingerprint),
+                     desc=f"tokenizing {name}")
+    progress.close()
+    return out

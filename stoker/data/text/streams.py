@@ -39,10 +39,10 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset
 
-from stoker.data.text.hf import PROBLEMS
 from stoker.data.loader import MAX_WORKERS, worker_slot
+from stoker.data.stream_shares import WholeBatchStream, WorkerShares
+from stoker.data.text.hf import PROBLEMS
 from stoker.seeds import derive_seed
-from stoker.data.stream_shares import WorkerShares
 
 _REPEATED = 1  # counter columns: 0 is unused (the epoch lives in WorkerShares), then repeats, then skips per problem
 
@@ -91,7 +91,7 @@ class _Cursor:
     extra: dict[str, Any] | None = None  # what a subclass keeps between rows (a packer's open rows)
 
 
-class FixedLengthStream(_CountingStream):
+class FixedLengthStream(WholeBatchStream, _CountingStream):
     """Yield exactly ``num_batches * batch_size`` usable rows of a rank's stream per epoch, block-shuffled, resumable.
 
     Args:
@@ -123,18 +123,6 @@ class FixedLengthStream(_CountingStream):
                                    settings={key: getattr(self, key) for key in self.order_keys})
         self._cursor: _Cursor | None = None
         self._own: tuple[int, Any] | None = None
-
-    @property
-    def epoch_counter(self) -> Any:
-        """The worker's epoch in shared memory (for :class:`~stoker.seeds.WorkerSeeding`)."""
-        return self.shares.epoch_counter
-
-    def __len__(self) -> int:
-        return self.num_batches * self.batch_size
-
-    def quota(self, worker: int, workers: int) -> int:
-        """Rows worker ``worker`` yields per epoch: whole batches, so the loader never emits a short batch."""
-        return self.shares.quota(worker, workers)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # Not a generator: the epoch is claimed when the loader builds its iterator, before any index is sent.

@@ -61,7 +61,7 @@ from stoker.data.loader import MAX_WORKERS, worker_slot
 from stoker.seeds import derive_seed
 from stoker.data.sources.shards.elastic import deal, left_after, rest_stages
 from stoker.data.sources.shards.meta import allow_plain_http, is_remote
-from stoker.data.stream_shares import WorkerShares
+from stoker.data.stream_shares import WholeBatchStream, WorkerShares
 from stoker.samplers.shard_plan import ShardPlan
 
 INDEX_WAIT_S = 60.0  # how long a process waits for another one's download of a remote split's index.json
@@ -75,6 +75,7 @@ class _LitdataSplit(IterableDataset):
     Args:
         location: The split's folder or URL (``SOURCE/<split>``).
         decode: Turns a stored sample into a loader item (runs in the loader workers).
+        num_samples: Samples in the split (those of damaged chunks left out).
         rank: This rank.
         num_replicas: Ranks (the world size).
         batch_size: Samples per batch.
@@ -88,11 +89,12 @@ class _LitdataSplit(IterableDataset):
 
     shuffle = False
 
-    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, rank: int, num_replicas: int,
-                 batch_size: int, seed: int = 0, cache_dir: str | None = None, max_cache_size: str | None = None,
-                 storage_options: dict[str, Any] | None = None, damaged: tuple[str, ...] = ()) -> None:
+    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, num_samples: int, rank: int,
+                 num_replicas: int, batch_size: int, seed: int = 0, cache_dir: str | None = None,
+                 max_cache_size: str | None = None, storage_options: dict[str, Any] | None = None,
+                 damaged: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.location, self.decode = location, decode
+        self.location, self.decode, self.num_samples = location, decode, num_samples
         self.rank, self.num_replicas, self.batch_size, self.seed = rank, num_replicas, batch_size, seed
         self.cache_dir, self.max_cache_size, self.storage_options = cache_dir, max_cache_size, storage_options
         self.damaged = frozenset(damaged)
@@ -154,31 +156,22 @@ class _LitdataSplit(IterableDataset):
         return state
 
 
-class ShardStream(_LitdataSplit):
+class ShardStream(WholeBatchStream, _LitdataSplit):
     """One rank's training share of a split: exactly ``num_batches`` whole batches per epoch, resumable.
 
     Args:
-        num_samples: Samples in the split.
         location: See :class:`_LitdataSplit` (so are the other arguments).
-
-    Raises:
-        ValueError: The rank's share is less than one batch.
     """
 
     shuffle = True
     order_keys = ("seed", "rank", "num_replicas", "batch_size", "num_samples")
 
-    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, num_samples: int, rank: int,
-                 num_replicas: int, batch_size: int, seed: int = 0, cache_dir: str | None = None,
-                 max_cache_size: str | None = None, storage_options: dict[str, Any] | None = None,
-                 damaged: tuple[str, ...] = ()) -> None:
-        super().__init__(location, decode, rank=rank, num_replicas=num_replicas, batch_size=batch_size, seed=seed,
-                         cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options,
-                         damaged=damaged)
-        self.num_samples = num_samples
-        self.plan = ShardPlan(num_samples, num_replicas, mode="cut", batch_size=batch_size, drop_last=True)
-        self.num_batches = self.plan.num_batches(rank)
-        self.shares = WorkerShares(num_batches=self.num_batches, batch_size=batch_size,
+    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], **split: Any) -> None:
+        super().__init__(location, decode, **split)
+        self.plan = ShardPlan(self.num_samples, self.num_replicas, mode="cut", batch_size=self.batch_size,
+                              drop_last=True)
+        self.num_batches = self.plan.num_batches(self.rank)
+        self.shares = WorkerShares(num_batches=self.num_batches, batch_size=self.batch_size,
                                    settings={key: getattr(self, key) for key in self.order_keys})
         self._epoch = -1  # the epoch this process iterates (its worker's copy)
         self._yielded = 0
@@ -188,18 +181,6 @@ class ShardStream(_LitdataSplit):
         self._elastic: dict[str, Any] | None = None
         self._stages: list[dict[str, Any]] | None = None
         self._share = 0
-
-    @property
-    def epoch_counter(self) -> Any:
-        """The worker's epoch in shared memory (for :class:`~stoker.seeds.WorkerSeeding`)."""
-        return self.shares.epoch_counter
-
-    def __len__(self) -> int:
-        return self.num_batches * self.batch_size
-
-    def quota(self, worker: int, workers: int) -> int:
-        """Samples worker ``worker`` yields per epoch: whole batches, the rank's batches dealt as litdata deals them."""
-        return self.shares.quota(worker, workers)
 
     def prepare(self, workers: int) -> None:
         """Take litdata's resume state template in the main process (litdata refuses to make one in a worker)."""
@@ -361,18 +342,8 @@ class ShardPass(_LitdataSplit):
     evaluation step hangs the others in the epoch-end metric reduction.
 
     Args:
-        num_samples: Samples in the split.
         location: See :class:`_LitdataSplit` (so are the other arguments).
     """
-
-    def __init__(self, location: str, decode: Callable[[dict[str, Any]], Any], *, num_samples: int, rank: int,
-                 num_replicas: int, batch_size: int, seed: int = 0, cache_dir: str | None = None,
-                 max_cache_size: str | None = None, storage_options: dict[str, Any] | None = None,
-                 damaged: tuple[str, ...] = ()) -> None:
-        super().__init__(location, decode, rank=rank, num_replicas=num_replicas, batch_size=batch_size, seed=seed,
-                         cache_dir=cache_dir, max_cache_size=max_cache_size, storage_options=storage_options,
-                         damaged=damaged)
-        self.num_samples = num_samples
 
     def positions(self, worker: int = 0, workers: int = 1) -> range:
         """The packed positions worker ``worker`` of this rank reads."""
