@@ -3,33 +3,34 @@
 A source reader (:mod:`stoker.data.sources`) lists samples with their splits and labels and
 fetches one sample's bytes; everything else happens here, once for every source: the decode
 check and the content hashes (once per node, cached), quarantine, the split, the fingerprint,
-the loaders, samples that fail while training, predicting on new data, and the report. A stoker
+the loaders, samples that fail while training, predicting on new data, and the report. The splits
+(:mod:`stoker.datamodules._source_splits`), the pre-training checks (:mod:`stoker.data.sources.checks`) and
+what is logged and described (:mod:`stoker.datamodules._source_report`) are written beside it. A stoker
 shard set streams instead (:class:`~stoker.datamodules.shard_engine.ShardEngine`).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Sequence
 from typing import Any, Literal
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSamplePolicy, SkippingCollate
-from stoker.data.loader import WorkerType, available_cores
-from stoker.data.manifest import check_manifest_fingerprint, dataset_fingerprint, read_manifest
+from stoker.data.loader import WorkerType
+from stoker.data.manifest import check_manifest_fingerprint, dataset_fingerprint
 from stoker.data.media import IMAGE, Media
 from stoker.data.progress import Progress
 from stoker.data.sources import Pairs, Source, SourceIndex, open_source, source_kind
-from stoker.data.sources.checks import find_bad_samples, sample_hashes, source_cache_path
+from stoker.data.sources.checks import check_bad_fraction, source_cache_path, unusable_samples
 from stoker.data.sources.folder_tree import printable, read_path_list
 from stoker.data.sources.labels import Label, LabelMap
-from stoker.data.splits import drifted, split_folder_files, split_report, validate_fractions
+from stoker.data.splits import validate_fractions
+from stoker.datamodules._source_report import report_setup, report_skips, sizes_text, source_description
+from stoker.datamodules._source_splits import EVAL_SPLITS, carve_splits, explain_splits, manifest_splits
 from stoker.datamodules.base import StokerDataModule
 
 Verify = Literal["decode", "none"]
-EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 
 
 class SourceDataModule(StokerDataModule):
@@ -234,7 +235,7 @@ class SourceDataModule(StokerDataModule):
         """List the source, leave out bad and quarantined samples, split, and build the datasets."""
         if self.shards is not None:
             self.shards.setup()
-            self._report()
+            report_setup(self)
             return
         if self.datasets:
             return
@@ -245,12 +246,16 @@ class SourceDataModule(StokerDataModule):
         self.skipped = list(index.skipped)
         self.quarantined = sorted(key for key in index.keys if key in excluded)
         self.bad_files, hashes = self._unusable(self.reader, index, excluded)
-        self._check_bad_fraction(len(index.keys))
+        check_bad_fraction(self.bad_files, len(index.keys), limit=self.max_bad_fraction,
+                           what=f"{self.media.name} {self.unit}s under {self.source!r}")
         drop = excluded | set(self.bad_files)
         kept = {split: [(key, y) for key, y in pairs if key not in drop] for split, pairs in index.files.items()}
-        splits = self._manifest_splits(kept) if self.manifest else self._split(kept)
+        splits = manifest_splits(kept, self.manifest, class_names=self.class_names, multi_label=self.multi_label) \
+            if self.manifest else self._split(kept)
         self.splits = {split: splits.get(split, []) for split in ("train", *EVAL_SPLITS)}
-        self.split_notes = self._describe_split(index, kept)
+        self.split_notes, self.split_drift = explain_splits(
+            index, self.splits, manifest=self.manifest, multi_label=self.multi_label, class_names=self.class_names,
+            fractions={"val": self.val_fraction, "test": self.test_fraction}, owner=type(self).__name__)
         if not self.splits["train"]:
             raise ValueError(f"no training {self.media.name} samples left in {self.source!r} after the split and "
                              "exclusions")
@@ -259,7 +264,7 @@ class SourceDataModule(StokerDataModule):
         self.record_fingerprint(dataset_fingerprint((split, label_map.name_of(y), key, hashes[key])
                                                     for split, pairs in self.splits.items() for key, y in pairs))
         check_manifest_fingerprint(self.manifest, self.fingerprint or "")
-        self._report()
+        report_setup(self)
 
     def train_dataloader(self) -> Any:
         if self.shards is not None:
@@ -274,7 +279,7 @@ class SourceDataModule(StokerDataModule):
         sizes = self.split_sizes()
         if not sizes.get("test"):
             raise ValueError(
-                f"{type(self).__name__}: there is no test split to test on ({self._sizes_text()}): {self.source!r} "
+                f"{type(self).__name__}: there is no test split to test on ({sizes_text(sizes)}): {self.source!r} "
                 "brings none and test_fraction=0. Hold out a seeded share of each class with "
                 "--data.init_args.test_fraction=0.1 (training then uses the rest), or give the source a test split "
                 "(root/test/<class>/..., a 'test' value in the table's split column, test-*.parquet or test-*.tar)")
@@ -330,11 +335,11 @@ class SourceDataModule(StokerDataModule):
             for path, reason in batch.pop(SKIPPED_KEY):
                 found[path] = reason
         if self.skipped_samples:
-            self._report_skips(before=epoch)
+            report_skips(self, before=epoch)
         return batch
 
     def teardown(self, stage: str | None = None) -> None:
-        self._report_skips(before=None)
+        report_skips(self, before=None)
 
     def sample_name(self, index: int) -> str:
         pairs = self.splits.get("train", [])
@@ -350,129 +355,12 @@ class SourceDataModule(StokerDataModule):
     def _unusable(self, source: Source, index: SourceIndex,
                   excluded: set[str]) -> tuple[dict[str, str], dict[str, str]]:
         """``(bad samples with their reasons, content hashes of the others)``, both cached per sample."""
-        keys = [key for pairs in index.files.values() for key, _ in pairs if key not in excluded]
-        bad = {key: reason for key, reason in index.bad.items() if key not in excluded}
-        workers = min(8, available_cores())
-        if self.verify == "decode":
-            progress = self._progress("decode-checking", "verify='none' skips the check (a corrupt sample then "
-                                                         "fails the run when it is read)")
-            try:
-                bad.update(find_bad_samples(source, keys, num_workers=workers, progress=progress,
-                                            cache_path=source_cache_path(source, self.cache_dir, self.media.name)))
-            finally:
-                progress.close()
-        readable = [key for key in keys if key not in bad]
-        progress = self._progress("hashing", "for the data fingerprint; a manifest from `stoker split` carries them")
-        try:
-            hashes, unreadable = sample_hashes(source, readable, num_workers=workers, progress=progress,
-                                               cache_path=source_cache_path(source, self.cache_dir, "sha256"))
-        finally:
-            progress.close()
-        bad.update(unreadable)  # with verify="none", hashing is what meets an unreadable sample
-        return dict(sorted(bad.items())), hashes
+        return unusable_samples(source, index, excluded, decode_check=self.verify == "decode", media=self.media.name,
+                                cache_dir=self.cache_dir, progress=self._progress)
 
     def _split(self, kept: dict[str, Pairs]) -> dict[str, Pairs]:
-        if not self.multi_label:
-            return split_folder_files(kept, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
-                                      seed=self.seed)
-        # Multi-label rows have no single class to stratify by: one pool, exact overall quotas.
-        labels = {key: y for pairs in kept.values() for key, y in pairs}
-        flat = {split: [(key, 0) for key, _ in pairs] for split, pairs in kept.items()}
-        out = split_folder_files(flat, val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
-        return {split: [(key, labels[key]) for key, _ in pairs] for split, pairs in out.items()}
-
-    def _manifest_splits(self, kept: dict[str, Pairs]) -> dict[str, Pairs]:
-        """The splits a manifest says, among the samples still available (files it does not list are left out)."""
-        assert self.manifest is not None
-        manifest = read_manifest(self.manifest)
-        label_map = LabelMap(self.class_names, multi_label=self.multi_label)
-        available = {key for pairs in kept.values() for key, _ in pairs}
-        out: dict[str, Pairs] = {split: [] for split in ("train", *EVAL_SPLITS)}
-        labels = {row.path: label_map(row.label) for row in manifest.rows}
-        unknown = sorted({row.label for row in manifest.rows if labels[row.path][0] is None})
-        if unknown:
-            raise ValueError(f"manifest {str(self.manifest)!r} uses labels {unknown[:10]} that are not class names "
-                             f"{self.class_names}; the manifest was made for other data")
-        for row in manifest.rows:
-            if row.path in available:
-                out[row.split].append((row.path, labels[row.path][0]))  # type: ignore[arg-type]
-        return out
-
-    def _describe_split(self, index: SourceIndex, kept: dict[str, Pairs]) -> list[str]:
-        """Say where each split came from, and how far carved-out shares are from what was asked."""
-        if self.manifest:
-            return [f"splits from the manifest {self.manifest!r}"]
-        given = [split for split in ("train", *EVAL_SPLITS) if split in index.files]
-        notes = list(index.notes)
-        carved = {split: fraction for split, fraction in (("val", self.val_fraction), ("test", self.test_fraction))
-                  if split not in index.files}
-        if index.presplit:
-            notes.append(f"the source brings its splits ({', '.join(given)}): kept as they are")
-        for split, fraction in carved.items():
-            if fraction > 0:
-                pool = "train" if index.presplit else "the whole pool"
-                notes.append(f"{split}: carved out of {pool} by a seeded per-class {fraction:.0%} share")
-        pool_labels = [y for key, y in self.splits["train"]] + [y for split in carved for _, y in self.splits[split]]
-        if self.multi_label:
-            pool_labels = [0] * len(pool_labels)
-        held = {split: [y if not self.multi_label else 0 for _, y in self.splits[split]] for split in carved}
-        self.split_drift = split_report(pool_labels, held, carved)
-        for split, report in self.split_drift.items():
-            if drifted(report):
-                without = report["classes_without"]
-                names = [self.class_names[int(y)] for y in without][:5] if not self.multi_label else []  # type: ignore[attr-defined]
-                text = (f"{split}_fraction={report['asked']} asked, {report['samples']} of {report['of']} samples "
-                        f"({float(report['realised']):.1%}) held out: each class's share is rounded on its own")  # type: ignore[arg-type]
-                if without:
-                    text += (f"; {len(without)} class(es) have no {split} sample (e.g. {names}): a class keeps its "  # type: ignore[arg-type]
-                             "only sample(s) for training")
-                rank_zero_warn(f"{type(self).__name__}: {text}. Give small classes more samples, or split with a "
-                               "manifest from `stoker split --method hash` (per-sample draws)")
-                notes.append(text)
-        return notes
-
-    def _check_bad_fraction(self, total: int) -> None:
-        if not self.bad_files:
-            return
-        fraction = len(self.bad_files) / max(1, total)
-        if fraction > self.max_bad_fraction:
-            listed = "\n".join(f"  {printable(key)}: {reason}" for key, reason in list(self.bad_files.items())[:10])
-            raise ValueError(
-                f"{len(self.bad_files)} of {total} {self.media.name} {self.unit}s under {self.source!r} "
-                f"({fraction:.1%}) are unusable, more than max_bad_fraction={self.max_bad_fraction:.1%}. First "
-                f"ones:\n{listed}\n"
-                "Fix or remove them, or raise max_bad_fraction to train without them."
-            )
-
-    def _report_skips(self, *, before: int | None) -> None:
-        # Each epoch's skipped samples are reported once, when a later epoch begins (or at teardown);
-        # on every rank, since each rank skips samples of its own shard.
-        for epoch in sorted(e for e in self.skipped_samples if before is None or e < before):
-            found = self.skipped_samples.pop(epoch)
-            listed = "\n".join(f"  {printable(path)}: {reason}" for path, reason in sorted(found.items()))
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            warnings.warn(f"{type(self).__name__} (rank {rank}): skipped {len(found)} unreadable {self.media.name} "
-                          f"{self.unit}(s) in epoch {epoch} (on_bad_sample='skip'):\n{listed}", stacklevel=2)
-            self.skipped_report[epoch] = self.skipped_report.get(epoch, 0) + len(found)
-
-    def _sizes_text(self) -> str:
-        return ", ".join(f"{split} {n}" for split, n in self.split_sizes().items())
-
-    def _report(self) -> None:
-        where = f" ({self.source_kind} {self.source})"
-        rank_zero_info(f"{type(self).__name__}: {len(self.class_names)} classes; {self._sizes_text()}{where}")
-        for note in self.split_notes:
-            rank_zero_info(f"  split: {note}")
-        if self.bad_files:
-            listed = "\n".join(f"  {printable(key)}: {reason}" for key, reason in self.bad_files.items())
-            rank_zero_warn(f"excluded {len(self.bad_files)} unusable {self.media.name} {self.unit}(s) under "
-                           f"{self.source!r}:\n{listed}")
-        if self.quarantined:
-            rank_zero_info(f"left out {len(self.quarantined)} quarantined {self.unit}(s) listed in {self.quarantine!r}")
-        if self.skipped:
-            shown = ", ".join(printable(p) for p in self.skipped[:5])
-            rank_zero_info(f"skipped {len(self.skipped)} hidden or tool folder(s)/file(s) that hold no data (e.g. "
-                           f"{shown})")
+        return carve_splits(kept, multi_label=self.multi_label, val_fraction=self.val_fraction,
+                            test_fraction=self.test_fraction, seed=self.seed)
 
     def created_files(self) -> list[str]:
         """The per-sample caches of the decode check and the content hashes, and datasets' converted tables."""
@@ -488,36 +376,4 @@ class SourceDataModule(StokerDataModule):
         return sorted(set(found))
 
     def describe(self) -> dict[str, Any]:
-        info = super().describe()
-        info.update(source=self.source, source_kind=self.source_kind, split_sizes=self.split_sizes(),
-                    multi_label=self.multi_label, fingerprint=self.fingerprint,
-                    skipped_in_training=dict(self.skipped_report))
-        if self.shards is not None:
-            info.update(self.shards.describe())
-            return info
-        world = self.world()[0]
-        for split, pairs in self.splits.items():
-            if pairs:
-                plan = self.plan(split, world)
-                info[f"{split}_batches_per_rank"] = plan.num_batches(0)
-                info[f"{split}_padding"] = plan.padding  # samples read twice per epoch across ranks
-                info[f"{split}_dropped_per_rank"] = plan.dropped(0)
-        info.update(
-            root=self.source if isinstance(self.source, str) else list(self.source),
-            bad_files=[{"path": printable(key), "reason": reason} for key, reason in self.bad_files.items()],
-            quarantined=[printable(key) for key in self.quarantined],
-            skipped=len(self.skipped),
-            manifest=self.manifest,
-            split_notes=list(self.split_notes),
-            split_drift={split: {k: v for k, v in report.items() if k != "classes_without"}
-                         | {"classes_without": len(report["classes_without"])}  # type: ignore[arg-type]
-                         for split, report in self.split_drift.items()},
-        )
-        return info
-
-
-def as_list(value: str | Sequence[str] | None) -> list[str]:
-    """``None``, one string or several as a list."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
+        return source_description(self, super().describe())
