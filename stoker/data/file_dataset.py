@@ -21,13 +21,13 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from stoker.seeds import SampleSeeding, reseed_worker
-from stoker.transforms.seeded import apply_seeded
 from stoker.data.sources.base import Source
 from stoker.data.sources.labels import Label
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip, load_clip_bytes
 from stoker.io.image import ImageDecodeError, decode_image_bytes, read_image
 from stoker.profiling.attribution import ITEM_TIMING_KEY
+from stoker.seeds import SampleSeeding, reseed_worker
+from stoker.transforms.seeded import apply_seeded
 
 BadSamplePolicy = Literal["raise", "skip"]
 BAD_SAMPLE_POLICIES: tuple[str, ...] = ("raise", "skip")

@@ -28,9 +28,8 @@ from torchdata.stateful_dataloader.stateful_dataloader import (
     _StatefulSingleProcessDataLoaderIter,
 )
 
-from stoker.seeds import WorkerSeeding, derive_seed
 from stoker.samplers.distributed import ResumableDistributedSampler
-
+from stoker.seeds import WorkerSeeding, derive_seed
 
 MAX_WORKERS = 256  # loader workers a stoker stream keeps shared counters for
 WorkerType = Literal["process", "thread"]
@@ -217,7 +216,7 @@ class StokerDataLoader(StatefulDataLoader):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         resume_elsewhere = getattr(self.dataset, "resume_elsewhere", None)
         if callable(resume_elsewhere):  # a stream resumed on other ranks or workers deals its epoch's rest again
-            ranks = state_dict["per_rank"] if "per_rank" in state_dict else [state_dict]
+            ranks = state_dict.get("per_rank", [state_dict])
             self._stream_rest = resume_elsewhere(ranks, max(1, self.num_workers))
             if self._stream_rest is not None:
                 return

@@ -27,13 +27,11 @@ from stoker.data.sources.shards.meta import (
     ShardFormatError,
     ShardSetMeta,
     SplitChunks,
-    check_location,
     check_split,
-    is_remote,
-    join,
     read_labels,
     read_meta,
 )
+from stoker.data.sources.shards.storage import check_location, is_remote, join
 from stoker.data.sources.shards.stream import ShardPass, ShardStream, StreamPosition
 from stoker.samplers.shard_plan import ShardPlan
 

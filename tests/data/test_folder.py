@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from stoker.data.file_cache import per_file_cached
-from stoker.data.sources.folder_tree import class_names_of, find_bad_files, index_folder, printable, read_path_list
 from stoker.data.manifest import content_hashes
 from stoker.data.media import AUDIO, IMAGE, Media
+from stoker.data.sources.folder_tree import class_names_of, find_bad_files, index_folder, printable, read_path_list
 from tests.conftest import encode_image, natural_image
 
 needs_posix = pytest.mark.skipif(sys.platform == "win32", reason="symlinks and permissions are POSIX here")

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from stoker.data import loader
-from stoker.seeds import WorkerSeeding, derive_seed, reseed_worker
 from stoker.data.splits import unit_hash
+from stoker.seeds import WorkerSeeding, derive_seed, reseed_worker
 
 
 def test_derive_seed_is_pinned_so_orders_only_change_on_purpose() -> None:

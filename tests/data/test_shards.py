@@ -22,17 +22,17 @@ from tests.conftest import write_image_tree
 
 pytest.importorskip("litdata")
 
-from stoker.data.sources.shards.pack import pack_order  # noqa: E402
 from stoker.data.sources.shards.meta import (  # noqa: E402
     META_NAME,
     PROGRESS_NAME,
     ShardFormatError,
     ShardSetMeta,
     SplitChunks,
-    check_location,
     check_split,
     read_meta,
 )
+from stoker.data.sources.shards.pack import pack_order  # noqa: E402
+from stoker.data.sources.shards.storage import check_location  # noqa: E402
 
 COUNTS = {"a": 13, "b": 11, "c": 13}
 _SERVER: dict[str, str] = {}  # the running S3 server of this session

@@ -15,7 +15,12 @@ import yaml
 
 from stoker.data.sources.shards.meta import META_NAME, ShardFormatError, check_index_config
 from stoker.datamodules import ShardedImageDataModule
-from tests.data.test_shards import image_tree_root, s3_server, shard_set  # noqa: F401  (session fixtures)
+from tests.data import test_shards as shared
+
+# The shared shard fixtures (a packed tree, the loopback S3 server), by name for pytest.
+image_tree_root = shared.image_tree_root
+shard_set = shared.shard_set
+s3_server = shared.s3_server
 
 litdata = pytest.importorskip("litdata")
 
@@ -117,7 +122,7 @@ def test_an_unreachable_object_store_fails_fast_with_a_clear_message(monkeypatch
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
-    from stoker.data.sources.shards import meta as shards
+    from stoker.data.sources.shards import storage as shards
 
     assert shards.METADATA_ATTEMPTS <= 3 and shards.CONNECT_TIMEOUT_S <= 5  # bounded, unlike litdata's 1,000
     with pytest.raises(ConnectionError, match=rf"cannot read 's3://stoker/nowhere/{META_NAME}' from http://127"):

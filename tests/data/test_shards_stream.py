@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("litdata")
 
-from stoker.data.sources.shards import stream as shard_stream  # noqa: E402
 from stoker.data.loader import build_loader  # noqa: E402
+from stoker.data.sources.shards import stream as shard_stream  # noqa: E402
+from stoker.data.sources.shards.storage import allow_plain_http  # noqa: E402
 from stoker.data.sources.shards.stream import ShardPass, ShardStream, StreamPosition  # noqa: E402
-from stoker.data.sources.shards.meta import allow_plain_http  # noqa: E402
 from stoker.samplers import ShardPlan  # noqa: E402
 from tests.data import test_shards as shared  # noqa: E402
 

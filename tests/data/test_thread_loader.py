@@ -30,7 +30,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             data = encode_image(natural_image(rng, int(rng.integers(20, 40)), int(rng.integers(20, 40))), fmt, mode)
             (folder / f"{number:02d}.{fmt.lower()}").write_bytes(data)
         buffer = io.BytesIO()  # a 16-bit PNG
-        Image.fromarray((natural_image(rng, 24, 24)[..., 0].astype(np.uint16) * 257)).save(buffer, "PNG")
+        Image.fromarray(natural_image(rng, 24, 24)[..., 0].astype(np.uint16) * 257).save(buffer, "PNG")
         (folder / "sixteen.png").write_bytes(buffer.getvalue())
     return root
 
@@ -101,7 +101,8 @@ def test_threads_are_named_in_the_load_profile_and_nothing_leaves_the_process(zo
 
     dm = _dm(zoo, "thread", 2)
     dm.setup("fit")
-    loader = dm.make_loader(dm.datasets["train"], train=True, collate_fn=ProfiledCollate(dm.train_dataloader().collate_fn))
+    collate = ProfiledCollate(dm.train_dataloader().collate_fn)
+    loader = dm.make_loader(dm.datasets["train"], train=True, collate_fn=collate)
     children = len(psutil.Process().children())
     workers = {batch[PROFILE_KEY]["worker"] for batch in loader}
     assert workers == {0, 1}  # the two threads, by id; no "main process" (-1)

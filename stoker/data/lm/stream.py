@@ -21,10 +21,10 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
-from stoker.data.lm.tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, first_target, target_within
 from stoker.data.lm.packing import Overflow, Packing, split_spans
-from stoker.seeds import derive_seed
+from stoker.data.lm.tokenize import ASSISTANT_TRUNCATED, LM_PROBLEMS, PROMPT_ONLY, first_target, target_within
 from stoker.data.text.streams import FixedLengthStream, StreamPass
+from stoker.seeds import derive_seed
 
 Piece = dict[str, Any]
 

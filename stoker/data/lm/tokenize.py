@@ -19,8 +19,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from stoker.data.text.hf import LONG_SEQUENCE_WARNING
 from stoker.data.text.files import is_missing, wrong_type
+from stoker.data.text.hf import LONG_SEQUENCE_WARNING
 
 Task = Literal["causal_lm", "sft", "mlm"]
 TASKS: tuple[str, ...] = ("causal_lm", "sft", "mlm")

@@ -61,7 +61,8 @@ def source_kind(source: str | Sequence[str], *, media_field: str = "image", path
         FileNotFoundError: A local path that does not exist.
         ValueError: A file of a format no reader takes, or a parquet file with neither a media nor a path column.
     """
-    from stoker.data.sources.shards.meta import META_NAME, is_remote, join, read_text
+    from stoker.data.sources.shards.meta import META_NAME
+    from stoker.data.sources.shards.storage import is_remote, join, read_text
 
     if isinstance(source, os.PathLike):
         source = os.fspath(source)

@@ -65,7 +65,8 @@ def sample_hashes(source: Source, keys: Iterable[str], *, num_workers: int = 4, 
 
 
 def unusable_samples(source: Source, index: SourceIndex, excluded: set[str], *, decode_check: bool, media: str,
-                     cache_dir: str | None, progress: Callable[[str, str], Any]) -> tuple[dict[str, str], dict[str, str]]:
+                     cache_dir: str | None, progress: Callable[[str, str], Any],
+                     ) -> tuple[dict[str, str], dict[str, str]]:
     """``(bad samples with their reasons, content hashes of the others)`` of an index, both cached per sample.
 
     Args:

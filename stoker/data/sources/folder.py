@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stoker.data.sources.folder_tree import class_names_of, index_folder, printable
 from stoker.data.media import Media, is_skipped_folder
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex, stat_signature
+from stoker.data.sources.folder_tree import class_names_of, index_folder, printable
 from stoker.data.sources.labels import check_class_count
 
 

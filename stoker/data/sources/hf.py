@@ -26,9 +26,9 @@ from typing import Any
 
 from stoker._imports import require
 from stoker.data.datasets_compat import fingerprint_of, rows_are_table_rows
-from stoker.data.sources.folder_tree import printable
 from stoker.data.media import Media
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex
+from stoker.data.sources.folder_tree import printable
 from stoker.data.sources.labels import LabelMap, check_class_count, infer_class_names
 from stoker.data.sources.split_names import SPLITS, canonical_split, group_by_split, split_files
 

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stoker.data.sources.folder_tree import printable
 from stoker.data.media import Media
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex, stat_signature
+from stoker.data.sources.folder_tree import printable
 from stoker.data.sources.labels import Label, LabelMap, check_class_count, infer_class_names, is_missing
 from stoker.data.sources.split_names import SPLIT_ALIASES, canonical_split
 

@@ -30,10 +30,10 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from stoker.data.sources.folder_tree import printable
 from stoker.data.cache import stoker_cache
 from stoker.data.media import Media
 from stoker.data.sources.base import UNLABELLED, Pairs, Source, SourceIndex, _digest, stat_signature
+from stoker.data.sources.folder_tree import printable
 from stoker.data.sources.labels import LabelMap, check_class_count, infer_class_names
 from stoker.data.sources.split_names import SPLITS, group_by_split
 
@@ -170,7 +170,7 @@ class WebDatasetSource(Source):
     # ----------------------------------------------------------------- where the tars are
     @property
     def remote(self) -> bool:
-        from stoker.data.sources.shards.meta import is_remote
+        from stoker.data.sources.shards.storage import is_remote
 
         return any(is_remote(pattern) for pattern in self.patterns)
 
@@ -194,7 +194,7 @@ class WebDatasetSource(Source):
         return found
 
     def _list_remote(self, prefix: str) -> list[str]:
-        from stoker.data.sources.shards.meta import join, list_names
+        from stoker.data.sources.shards.storage import join, list_names
 
         names = list_names(prefix, self.storage_options)
         if names is None:
@@ -208,7 +208,7 @@ class WebDatasetSource(Source):
         self._load_index()
 
     def _download(self) -> list[Path]:
-        from stoker.data.sources.shards.meta import _provider
+        from stoker.data.sources.shards.storage import provider
 
         local: list[Path] = []
         folder = self._cache_root() / "tars"
@@ -217,7 +217,7 @@ class WebDatasetSource(Source):
             target = folder / f"{number:06d}-{Path(url).name}"
             if not target.is_file():
                 partial = target.with_name(target.name + f".{os.getpid()}.partial")
-                _provider(url, self.storage_options).download_file(url, str(partial))
+                provider(url, self.storage_options).download_file(url, str(partial))
                 os.replace(partial, target)
             local.append(target)
         return local

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from stoker.data.file_dataset import SKIPPED_KEY, BadSamplePolicy, SampleReadError
-from stoker.seeds import derive_seed
 from stoker.data.sources.shards.items import SampleLocator
 from stoker.io.dali import DRAWS_INPUT, ENCODED_INPUT, PipelineSpec, build_encoded_pipeline, crop_draws, to_torch
 from stoker.io.image import ImageDecodeError, decode_image_bytes
+from stoker.seeds import derive_seed
 
 
 class ShardDALIBatches:

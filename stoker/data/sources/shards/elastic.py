@@ -35,7 +35,7 @@ LitdataOrders = Callable[[int, int, int], tuple[list[list[int]], int]]
 
 
 def deal(left: Sequence[int], num_replicas: int, workers: int, batch_size: int) -> list[list[list[int]]]:
-    """``[rank][worker]`` positions of ``left`` (see the module): equal whole-batch blocks per rank, one run per worker."""
+    """``[rank][worker]`` positions of ``left`` (see the module): equal whole-batch blocks, one run per worker."""
     size = len(left) // num_replicas // batch_size * batch_size
     batches = size // batch_size
     out: list[list[list[int]]] = []

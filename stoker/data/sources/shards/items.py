@@ -17,11 +17,12 @@ import torch
 
 from stoker.data.file_dataset import BAD_SAMPLE_POLICIES, SKIPPED_KEY, BadSample, BadSamplePolicy, SampleReadError
 from stoker.data.litdata_compat import DAMAGED_KEY
-from stoker.seeds import SampleSeeding, reseed_worker
-from stoker.transforms.seeded import apply_seeded
-from stoker.data.sources.shards.meta import SplitChunks, join
+from stoker.data.sources.shards.meta import SplitChunks
+from stoker.data.sources.shards.storage import join
 from stoker.io.audio import AudioDecodeError, CropMode, load_clip_bytes
 from stoker.io.image import ImageDecodeError, decode_image_bytes
+from stoker.seeds import SampleSeeding, reseed_worker
+from stoker.transforms.seeded import apply_seeded
 
 
 @dataclass(frozen=True)

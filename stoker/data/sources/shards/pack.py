@@ -35,25 +35,27 @@ from typing import Any
 import torch
 
 from stoker.data.media import media_for
-from stoker.seeds import derive_seed
+from stoker.data.sources import FolderSource, Source
 from stoker.data.sources.shards.meta import (
     LABELS_NAME,
     META_NAME,
     PROGRESS_NAME,
     ShardSetMeta,
+    read_split_chunks,
+    restored_start_method,
+)
+from stoker.data.sources.shards.storage import (
     allow_plain_http,
     check_location,
     delete,
     is_remote,
     join,
     list_names,
-    read_split_chunks,
     read_text,
-    restored_start_method,
     write_text,
 )
-from stoker.data.sources import FolderSource, Source
 from stoker.data.splits import SPLITS
+from stoker.seeds import derive_seed
 
 Pairs = list[tuple[str, int]]
 

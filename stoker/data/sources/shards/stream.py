@@ -58,11 +58,11 @@ import torch
 from torch.utils.data import IterableDataset
 
 from stoker.data.loader import MAX_WORKERS, worker_slot
-from stoker.seeds import derive_seed
 from stoker.data.sources.shards.elastic import deal, left_after, rest_stages
-from stoker.data.sources.shards.meta import allow_plain_http, is_remote
+from stoker.data.sources.shards.storage import allow_plain_http, is_remote
 from stoker.data.stream_shares import WholeBatchStream, WorkerShares
 from stoker.samplers.shard_plan import ShardPlan
+from stoker.seeds import derive_seed
 
 INDEX_WAIT_S = 60.0  # how long a process waits for another one's download of a remote split's index.json
 
@@ -198,7 +198,8 @@ class ShardStream(WholeBatchStream, _LitdataSplit):
             worker, workers = worker_slot()
             positions = self.rest_share(elastic["epoch"], elastic["stages"], workers)[worker]
             self.shares.start(worker, elastic["epoch"])
-            self._epoch, self._yielded, self._stages, self._share = elastic["epoch"], 0, elastic["stages"], len(positions)
+            self._epoch, self._yielded, self._stages = elastic["epoch"], 0, elastic["stages"]
+            self._share = len(positions)
             return self._rest(positions, workers)
         claim = self.shares.claim()
         self._epoch, self._yielded, self._stages = claim.epoch, claim.start, None
