@@ -14,7 +14,8 @@ from stoker.datamodules.lm_base import HFLanguageModelingBase
 from stoker.datamodules.sharded import ShardedImageDataModule
 from stoker.datamodules.sharded_audio import ShardedAudioDataModule
 from stoker.datamodules.source import SourceDataModule
-from stoker.datamodules.text import HFTextBase, HFTextDataModule
+from stoker.datamodules.text import HFTextDataModule
+from stoker.datamodules.text_base import HFTextBase
 from stoker.datamodules.text_stream import HFTextStreamDataModule
 
 # The names of the media bases before they took every source; kept for code that subclasses them.

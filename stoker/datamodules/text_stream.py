@@ -16,7 +16,8 @@ from stoker.data.text import hf as td
 from stoker.data.text.files import scan_local_rows, scan_tables
 from stoker.data.text.streams import FixedLengthStream, StreamPass
 from stoker.datamodules.lm_base import given_source, stream_from_map_arguments
-from stoker.datamodules.text import EmptyTextPolicy, HFTextBase, HFTextDataModule, Padding
+from stoker.datamodules.text import HFTextDataModule
+from stoker.datamodules.text_base import EmptyTextPolicy, HFTextBase, Padding
 from stoker.profiling.attribution import TimedStage
 from stoker.samplers.shard_plan import ShardPlan
 
