@@ -1,10 +1,13 @@
-"""How every stoker DataModule records its constructor arguments, and a small argument helper."""
+"""How every stoker DataModule records its constructor arguments, names a DataModule as a class spec, and a
+small argument helper."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 
@@ -37,3 +40,26 @@ def as_sequence(value: str | Sequence[str] | None) -> list[str]:
     if isinstance(value, str):
         return [value]
     return list(value)
+
+
+def class_spec(datamodule: Any) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a DataModule: its class and the arguments it saved."""
+    cls = type(datamodule)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(getattr(datamodule, "hparams", {}))}
+
+
+def instantiate_class_spec(spec: dict[str, Any]) -> Any:
+    """Build the object a ``{"class_path", "init_args"}`` dict names (LightningCLI's format).
+
+    Raises:
+        ValueError: The dict has no ``class_path``, or it does not name an importable class.
+    """
+    path = spec.get("class_path")
+    if not isinstance(path, str) or "." not in path:
+        raise ValueError(f"expected a DataModule or a dict with 'class_path' and 'init_args', got {spec!r}")
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"class_path {path!r} names no importable class: {err}") from err
+    return cls(**dict(spec.get("init_args") or {}))

@@ -9,7 +9,6 @@ disjoint, equal shards per rank.
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from torch.utils.data import DataLoader, IterableDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from stoker.datamodules._arguments import save_init_arguments
+from stoker.datamodules._arguments import class_spec, instantiate_class_spec, save_init_arguments
 from stoker.datamodules.base import StokerDataModule
 from stoker.samplers.class_weights import (
     STRATEGIES,
@@ -382,26 +381,3 @@ def _with_sampler(loader: DataLoader, sampler: DistributedWeightedSampler) -> St
         kwargs["persistent_workers"] = loader.persistent_workers
         kwargs["prefetch_factor"] = loader.prefetch_factor
     return StatefulDataLoader(loader.dataset, **kwargs)
-
-
-def class_spec(datamodule: Any) -> dict[str, Any]:
-    """``{"class_path", "init_args"}`` of a DataModule: its class and the arguments it saved."""
-    cls = type(datamodule)
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(getattr(datamodule, "hparams", {}))}
-
-
-def instantiate_class_spec(spec: dict[str, Any]) -> Any:
-    """Build the object a ``{"class_path", "init_args"}`` dict names (LightningCLI's format).
-
-    Raises:
-        ValueError: The dict has no ``class_path``, or it does not name an importable class.
-    """
-    path = spec.get("class_path")
-    if not isinstance(path, str) or "." not in path:
-        raise ValueError(f"expected a DataModule or a dict with 'class_path' and 'init_args', got {spec!r}")
-    module, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"class_path {path!r} names no importable class: {err}") from err
-    return cls(**dict(spec.get("init_args") or {}))
