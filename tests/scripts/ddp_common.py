@@ -97,3 +97,14 @@ def assert_two_rank_coverage(result: dict[str, Any], *, batch_size: int) -> None
     plan = ShardPlan(result["train_size"], 2, mode="cut", batch_size=batch_size, drop_last=True)
     assert not train[0] & train[1] and len(train[0]) == len(train[1]) == plan.share()
     assert all(len(b) == batch_size for batches in train_batches for b in batches), "training batches are full"
+
+
+class ImageIndexRecorder(RecordingModule):
+    """Records the split positions (``index``) of every image batch and the dtype the model receives."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.nn.Linear(3, 2))
+
+    def record(self, stage: str, batch: dict[str, Any]) -> list[int]:
+        self.notes.add(str(batch["image"].dtype))
+        return batch["index"].tolist()

@@ -9,22 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from stoker.datamodules import ImageFolderDataModule
-from tests.scripts.ddp_common import RecordingModule, ddp_trainer
-
-
-class Recorder(RecordingModule):
-    """Records dataset indices and the dtype the model receives."""
-
-    def __init__(self) -> None:
-        super().__init__(torch.nn.Linear(3, 2))
-
-    def record(self, stage: str, batch: dict) -> list[int]:
-        self.notes.add(str(batch["image"].dtype))
-        return batch["index"].tolist()
-
+from tests.scripts.ddp_common import ImageIndexRecorder, ddp_trainer
 
 
 def main() -> None:
@@ -34,7 +20,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args()
     dm = ImageFolderDataModule(args.root, batch_size=args.batch_size, num_workers=0, image_size=16, val_fraction=0.3)
-    model = Recorder()
+    model = ImageIndexRecorder()
     trainer = ddp_trainer()
     trainer.fit(model, datamodule=dm)
     if trainer.global_rank == 0:

@@ -13,21 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from stoker.datamodules import ImageDataModule
-from tests.scripts.ddp_common import RecordingModule, ddp_trainer
-
-
-class Recorder(RecordingModule):
-    """Records the split positions (``index``) of every batch and the dtype the model receives."""
-
-    def __init__(self) -> None:
-        super().__init__(torch.nn.Linear(3, 2))
-
-    def record(self, stage: str, batch: dict) -> list[int]:
-        self.notes.add(str(batch["image"].dtype))
-        return batch["index"].tolist()
+from tests.scripts.ddp_common import ImageIndexRecorder, ddp_trainer
 
 
 def main() -> None:
@@ -42,7 +29,7 @@ def main() -> None:
     # Caches go to $STOKER_CACHE, which the tests point at their session's temporary folder.
     dm = ImageDataModule(args.source, batch_size=args.batch_size, num_workers=args.workers, image_size=16,
                          class_names=names)
-    model = Recorder()
+    model = ImageIndexRecorder()
     trainer = ddp_trainer()
     trainer.fit(model, datamodule=dm)
     if trainer.global_rank == 0:
